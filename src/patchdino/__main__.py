@@ -1,0 +1,6 @@
+"""Allow ``python -m patchdino``."""
+
+from patchdino.cli.main import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

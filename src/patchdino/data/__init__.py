@@ -1,0 +1,1 @@
+"""Data: data sets, multi-crop views with per-sample geometry, batches."""
