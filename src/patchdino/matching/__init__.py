@@ -1,0 +1,1 @@
+"""Geometric patch matching between augmented views."""
