@@ -1,0 +1,64 @@
+"""``patchdino`` entry point: dispatches to one module per subcommand.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Problems
+the user can fix (:class:`UsageError`, :class:`~patchdino.config.ConfigError`, a refused or
+unreadable checkpoint) print one message on stderr and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from patchdino import __version__
+
+COMMANDS: dict[str, str] = {
+    "pretrain": "Local-global self-distillation pretraining.",
+    "match": "Sample views of one image and draw their matched patches.",
+    "features": "Extract backbone features of a data set split.",
+    "knn": "k-NN evaluation (DINO's weighted vote) of a checkpoint, random init or pixels.",
+    "linear": "Linear probe on frozen features.",
+    "bench": "Throughput benchmark: model step, data pipeline, end to end.",
+    "demo": "Pretrain on Fashion-MNIST, evaluate by k-NN and write a report.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchdino",
+        description="Local-global self-supervised pretraining of Vision Transformers.",
+    )
+    parser.add_argument("--version", action="version", version=f"patchdino {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"patchdino.cli.{name}")
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    from patchdino.cli.errors import UsageError
+    from patchdino.config import ConfigError
+    from patchdino.train.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"patchdino.cli.{args.command}")
+    try:
+        return int(module.run(args))
+    except ConfigError as err:
+        print(f"patchdino {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (UsageError, CheckpointError) as err:
+        print(f"patchdino {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"patchdino {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

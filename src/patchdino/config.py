@@ -1,0 +1,396 @@
+"""Typed run configuration: one source of defaults, YAML files, ``key=value`` overrides.
+
+Defaults reproduce the paper's ImageNet settings (ViT-S/16, 2 x 224 + 8 x 96 views, DINO head
+with 65,536 outputs, grid matching, reference loss weighting). A YAML file overrides any subset
+of fields by section (``optim: {lr: 1e-3}``); command-line overrides use dotted keys
+(``optim.lr=1e-3``). Every problem (unknown keys, wrong types, impossible values) is collected
+and reported at once by :class:`ConfigError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems; ``problems`` lists them all."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how workers prepare them."""
+
+    path: str = ""
+    """Data set root. Empty means the default location of the kind (Fashion-MNIST only)."""
+    kind: str = "auto"
+    """auto | imagefolder | flat | cifar10 | cifar100 | fashion_mnist | mnist."""
+    canvas: int | None = None
+    """Longer image side after decoding (images padded to a square canvas); None keeps the
+    native size, which requires all images to share one size (CIFAR, MNIST)."""
+    channels: int | None = None
+    """1 or 3; None keeps the data set's own (1 for MNIST-like, 3 otherwise)."""
+    mean: tuple[float, ...] | None = None
+    """Per-channel normalisation mean; None uses the data set's usual statistics."""
+    std: tuple[float, ...] | None = None
+    num_workers: int = 4
+    on_bad_image: str = "skip"
+    """skip | fail: what to do with a corrupt, truncated or non-image file."""
+
+
+@dataclass
+class ViewsConfig:
+    """Multi-crop views (method.md section 1)."""
+
+    global_size: int = 224
+    local_size: int = 96
+    num_local: int = 8
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    photometric: bool = True
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    """Gaussian blur probability for global-1, global-2 and the local views."""
+    solarize_p: tuple[float, float, float] = (0.0, 0.2, 0.0)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and projection heads (method.md section 3)."""
+
+    arch: str = "vit_small_patch16_224"
+    """A timm ViT name, or one of patchdino's small custom sizes."""
+    patch_size: int = 16
+    drop_path: float = 0.1
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = True
+    patch_head: str = "shared"
+    """shared: patches use the CLS head (the paper); separate: a head of their own."""
+    patch_out_dim: int = 65536
+    """Output width of the separate patch head."""
+
+
+@dataclass
+class LossConfig:
+    """Local-global loss (method.md section 4)."""
+
+    patch_loss: bool = True
+    """False gives plain DINO through the same code path."""
+    matching: str = "grid"
+    """grid (the paper's algorithm) | nearest."""
+    match_threshold: float = 0.5
+    """nearest mode: largest centre distance kept, in coarser-patch units."""
+    local_local: bool = False
+    """Also pair local views with each other (the teacher then runs on local views too)."""
+    cls_weighting: str = "token"
+    """token: CLS is one token among 1 + matches (reference); split: fixed cls_weight."""
+    cls_weight: float = 0.5
+    centre: str = "position"
+    """position: one centre per token position (reference) | shared: CLS + one for patches."""
+    centre_momentum: float = 0.9
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and schedules (method.md section 5)."""
+
+    batch_size: int = 64
+    """Images per step on one process (the global batch is this times the world size)."""
+    epochs: int = 100
+    lr: float = 5e-4
+    """Peak learning rate for a global batch of 256; scaled linearly by the global batch."""
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.996
+    clip_grad: float = 3.0
+    """Gradient-norm clip per parameter tensor as in DINO; 0 disables."""
+    freeze_last_layer: float = 1.0
+    """Epochs during which the head's last layer is not updated."""
+    accumulation: int = 1
+    """Gradient accumulation steps per optimiser step."""
+
+
+@dataclass
+class RunConfig:
+    """Run-time settings."""
+
+    seed: int = 0
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."""
+    max_steps: int | None = None
+    """Total optimiser steps; None runs ``optim.epochs`` epochs."""
+    save_every: int = 1000
+    log_every: int = 1
+    compile: bool = False
+    deterministic: bool = False
+    on_nonfinite: str = "stop"
+    """stop | skip: what to do with a non-finite loss."""
+
+
+@dataclass
+class Config:
+    """The whole configuration of a pretraining run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML or JSON."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.kind": ("auto", "imagefolder", "flat", "cifar10", "cifar100", "fashion_mnist", "mnist"),
+    "data.on_bad_image": ("skip", "fail"),
+    "model.patch_head": ("shared", "separate"),
+    "loss.matching": ("grid", "nearest"),
+    "loss.cls_weighting": ("token", "split"),
+    "loss.centre": ("position", "shared"),
+    "run.precision": ("auto", "fp32", "bf16"),
+    "run.on_nonfinite": ("stop", "skip"),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` to ``annotation`` or raise ValueError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if errors else f"{key}: cannot be null")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ValueError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _apply(config: Config, updates: Mapping[str, Any], source: str, problems: list[str]) -> None:
+    """Set dotted keys of ``updates`` on ``config``, recording every problem."""
+    sections = _sections()
+    for dotted, value in updates.items():
+        section_name, _, name = dotted.partition(".")
+        if section_name not in sections:
+            problems.append(
+                f"{source}: unknown section '{section_name}' "
+                f"(known: {', '.join(sections)})"
+            )
+            continue
+        section = getattr(config, section_name)
+        hints = typing.get_type_hints(type(section))
+        if name not in hints:
+            close = [k for k in hints if k.startswith(name[:3])] if name else []
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(f"{source}: unknown key '{dotted}'{hint}")
+            continue
+        try:
+            setattr(section, name, _coerce(value, hints[name], dotted))
+        except ValueError as err:
+            problems.append(f"{source}: {err}")
+
+
+def _flatten(tree: Mapping[str, Any], source: str, problems: list[str]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in tree.items():
+        if not isinstance(values, Mapping):
+            problems.append(f"{source}: '{section}' must be a mapping of keys, got {values!r}")
+            continue
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value``; the value is read as YAML (numbers, lists, true/false)."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError([f"override '{text}' is not of the form section.key=value"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError([f"override '{text}': cannot parse value ({err})"]) from err
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``overrides``; validated.
+
+    Raises:
+        ConfigError: listing every unknown key, wrong type and impossible value.
+    """
+    config = Config()
+    problems: list[str] = []
+    if path is not None:
+        path = Path(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise ConfigError([f"cannot read config file {path}: {err.strerror}"]) from err
+        except yaml.YAMLError as err:
+            raise ConfigError([f"{path}: not valid YAML ({err})"]) from err
+        if not isinstance(tree, Mapping):
+            raise ConfigError([f"{path}: expected a mapping of sections"])
+        _apply(config, _flatten(tree, str(path), problems), str(path), problems)
+    parsed: dict[str, Any] = {}
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as err:
+            problems.extend(err.problems)
+            continue
+        parsed[key] = value
+    _apply(config, parsed, "override", problems)
+    problems.extend(validate(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def validate(config: Config) -> list[str]:
+    """Every impossible value or combination in ``config``, as messages."""
+    problems: list[str] = []
+    flat = _flatten(config.to_dict(), "", problems)
+    for key, allowed in _CHOICES.items():
+        if flat[key] not in allowed:
+            problems.append(f"{key}: '{flat[key]}' is not one of {', '.join(allowed)}")
+
+    v, m, lo, o, r, d = config.views, config.model, config.loss, config.optim, config.run, config.data
+    for name, size in (("views.global_size", v.global_size), ("views.local_size", v.local_size)):
+        if size <= 0 or m.patch_size <= 0 or size % m.patch_size:
+            problems.append(f"{name} {size} is not divisible by model.patch_size {m.patch_size}")
+    for name, (low, high) in (("views.global_scale", v.global_scale),
+                              ("views.local_scale", v.local_scale)):
+        if not 0 < low <= high <= 1:
+            problems.append(f"{name} must satisfy 0 < min <= max <= 1, got ({low}, {high})")
+    if not 0 < v.ratio[0] <= v.ratio[1]:
+        problems.append(f"views.ratio must satisfy 0 < min <= max, got {v.ratio}")
+    if v.num_local < 0:
+        problems.append(f"views.num_local must be >= 0, got {v.num_local}")
+    probabilities = {
+        "views.flip_p": (v.flip_p,), "views.color_jitter_p": (v.color_jitter_p,),
+        "views.grayscale_p": (v.grayscale_p,), "views.blur_p": v.blur_p,
+        "views.solarize_p": v.solarize_p,
+    }
+    for name, values in probabilities.items():
+        if any(not 0 <= p <= 1 for p in values):
+            problems.append(f"{name} must lie in [0, 1], got {values}")
+    if lo.local_local and v.num_local < 2:
+        problems.append("loss.local_local needs at least 2 local views (views.num_local >= 2)")
+    if lo.matching == "nearest" and lo.match_threshold <= 0:
+        problems.append(f"loss.match_threshold must be > 0, got {lo.match_threshold}")
+    if not 0 <= lo.cls_weight <= 1:
+        problems.append(f"loss.cls_weight must lie in [0, 1], got {lo.cls_weight}")
+    if not 0 <= lo.centre_momentum < 1:
+        problems.append(f"loss.centre_momentum must lie in [0, 1), got {lo.centre_momentum}")
+    for name, t in (("loss.student_temp", lo.student_temp), ("loss.teacher_temp", lo.teacher_temp),
+                    ("loss.warmup_teacher_temp", lo.warmup_teacher_temp)):
+        if t <= 0:
+            problems.append(f"{name} must be > 0, got {t}")
+    for name, n in (("model.out_dim", m.out_dim), ("model.hidden_dim", m.hidden_dim),
+                    ("model.bottleneck_dim", m.bottleneck_dim),
+                    ("model.patch_out_dim", m.patch_out_dim), ("optim.batch_size", o.batch_size),
+                    ("optim.epochs", o.epochs), ("optim.accumulation", o.accumulation),
+                    ("run.save_every", r.save_every), ("run.log_every", r.log_every)):
+        if n <= 0:
+            problems.append(f"{name} must be > 0, got {n}")
+    if r.max_steps is not None and r.max_steps <= 0:
+        problems.append(f"run.max_steps must be > 0, got {r.max_steps}")
+    if not 0 <= m.drop_path < 1:
+        problems.append(f"model.drop_path must lie in [0, 1), got {m.drop_path}")
+    if o.lr <= 0 or o.min_lr < 0:
+        problems.append(f"optim.lr must be > 0 and optim.min_lr >= 0, got {o.lr}, {o.min_lr}")
+    if not 0 <= o.momentum_teacher <= 1:
+        problems.append(f"optim.momentum_teacher must lie in [0, 1], got {o.momentum_teacher}")
+    if o.warmup_epochs < 0 or o.freeze_last_layer < 0 or o.clip_grad < 0:
+        problems.append("optim.warmup_epochs, freeze_last_layer and clip_grad must be >= 0")
+    if d.channels not in (None, 1, 3):
+        problems.append(f"data.channels must be 1, 3 or null, got {d.channels}")
+    if d.canvas is not None and d.canvas <= 0:
+        problems.append(f"data.canvas must be > 0 or null, got {d.canvas}")
+    if (d.mean is None) != (d.std is None):
+        problems.append("data.mean and data.std must be given together")
+    elif d.mean is not None and d.std is not None:
+        if len(d.mean) != len(d.std) or len(d.mean) not in (1, 3):
+            problems.append("data.mean and data.std must both have 1 or 3 values")
+        if any(s <= 0 for s in d.std):
+            problems.append(f"data.std values must be > 0, got {d.std}")
+    if d.num_workers < 0:
+        problems.append(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
+        problems.append(f"run.device '{r.device}' is not auto, cpu, cuda or cuda:N")
+    return problems

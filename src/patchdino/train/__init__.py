@@ -1,0 +1,1 @@
+"""Training: schedules, optimiser, checkpoints, metrics and the loop."""

@@ -1,0 +1,89 @@
+"""Checkpoints that survive crashes, full disks and hostile files.
+
+Saving writes a temporary file in the destination folder, flushes and fsyncs it, then renames
+it over the old checkpoint: at every moment the folder holds a complete checkpoint (the old or
+the new one). Loading uses ``torch.load(weights_only=True)``, which refuses pickles that would
+construct arbitrary objects or run code.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message says why."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Atomically write ``state`` to ``path``.
+
+    Raises:
+        CheckpointError: the write failed (for example, the disk is full). The previous
+            checkpoint at ``path``, if any, is left intact and the temporary file removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        kept = f"; the previous checkpoint {path} is intact" if path.exists() else ""
+        raise CheckpointError(f"could not save checkpoint {path}: {reason}{kept}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, or holds objects other than tensors
+            and plain containers (a file crafted to run code when unpickled is refused before
+            anything in it runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise CheckpointError(
+            f"refusing to load {path}: it contains objects that are not plain tensors or "
+            f"containers ({first}); only load checkpoints you trust"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a patchdino checkpoint (top level is not a dict)")
+    return state

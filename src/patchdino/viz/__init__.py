@@ -1,0 +1,1 @@
+"""Figures: matched patches, attention maps, training curves (PNG)."""
