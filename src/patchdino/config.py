@@ -247,8 +247,7 @@ def _apply(config: Config, updates: Mapping[str, Any], source: str, problems: li
         section_name, _, name = dotted.partition(".")
         if section_name not in sections:
             problems.append(
-                f"{source}: unknown section '{section_name}' "
-                f"(known: {', '.join(sections)})"
+                f"{source}: unknown section '{section_name}' (known: {', '.join(sections)})"
             )
             continue
         section = getattr(config, section_name)
@@ -329,12 +328,21 @@ def validate(config: Config) -> list[str]:
         if flat[key] not in allowed:
             problems.append(f"{key}: '{flat[key]}' is not one of {', '.join(allowed)}")
 
-    v, m, lo, o, r, d = config.views, config.model, config.loss, config.optim, config.run, config.data
+    v, m, lo, o, r, d = (
+        config.views,
+        config.model,
+        config.loss,
+        config.optim,
+        config.run,
+        config.data,
+    )
     for name, size in (("views.global_size", v.global_size), ("views.local_size", v.local_size)):
         if size <= 0 or m.patch_size <= 0 or size % m.patch_size:
             problems.append(f"{name} {size} is not divisible by model.patch_size {m.patch_size}")
-    for name, (low, high) in (("views.global_scale", v.global_scale),
-                              ("views.local_scale", v.local_scale)):
+    for name, (low, high) in (
+        ("views.global_scale", v.global_scale),
+        ("views.local_scale", v.local_scale),
+    ):
         if not 0 < low <= high <= 1:
             problems.append(f"{name} must satisfy 0 < min <= max <= 1, got ({low}, {high})")
     if not 0 < v.ratio[0] <= v.ratio[1]:
@@ -342,8 +350,10 @@ def validate(config: Config) -> list[str]:
     if v.num_local < 0:
         problems.append(f"views.num_local must be >= 0, got {v.num_local}")
     probabilities = {
-        "views.flip_p": (v.flip_p,), "views.color_jitter_p": (v.color_jitter_p,),
-        "views.grayscale_p": (v.grayscale_p,), "views.blur_p": v.blur_p,
+        "views.flip_p": (v.flip_p,),
+        "views.color_jitter_p": (v.color_jitter_p,),
+        "views.grayscale_p": (v.grayscale_p,),
+        "views.blur_p": v.blur_p,
         "views.solarize_p": v.solarize_p,
     }
     for name, values in probabilities.items():
@@ -357,15 +367,24 @@ def validate(config: Config) -> list[str]:
         problems.append(f"loss.cls_weight must lie in [0, 1], got {lo.cls_weight}")
     if not 0 <= lo.centre_momentum < 1:
         problems.append(f"loss.centre_momentum must lie in [0, 1), got {lo.centre_momentum}")
-    for name, t in (("loss.student_temp", lo.student_temp), ("loss.teacher_temp", lo.teacher_temp),
-                    ("loss.warmup_teacher_temp", lo.warmup_teacher_temp)):
+    for name, t in (
+        ("loss.student_temp", lo.student_temp),
+        ("loss.teacher_temp", lo.teacher_temp),
+        ("loss.warmup_teacher_temp", lo.warmup_teacher_temp),
+    ):
         if t <= 0:
             problems.append(f"{name} must be > 0, got {t}")
-    for name, n in (("model.out_dim", m.out_dim), ("model.hidden_dim", m.hidden_dim),
-                    ("model.bottleneck_dim", m.bottleneck_dim),
-                    ("model.patch_out_dim", m.patch_out_dim), ("optim.batch_size", o.batch_size),
-                    ("optim.epochs", o.epochs), ("optim.accumulation", o.accumulation),
-                    ("run.save_every", r.save_every), ("run.log_every", r.log_every)):
+    for name, n in (
+        ("model.out_dim", m.out_dim),
+        ("model.hidden_dim", m.hidden_dim),
+        ("model.bottleneck_dim", m.bottleneck_dim),
+        ("model.patch_out_dim", m.patch_out_dim),
+        ("optim.batch_size", o.batch_size),
+        ("optim.epochs", o.epochs),
+        ("optim.accumulation", o.accumulation),
+        ("run.save_every", r.save_every),
+        ("run.log_every", r.log_every),
+    ):
         if n <= 0:
             problems.append(f"{name} must be > 0, got {n}")
     if r.max_steps is not None and r.max_steps <= 0:

@@ -36,9 +36,7 @@ class PatchMatches:
         return PatchMatches(self.index_b, self.index_a, self.valid)
 
     def to(self, device: torch.device | str) -> PatchMatches:
-        return PatchMatches(
-            self.index_a.to(device), self.index_b.to(device), self.valid.to(device)
-        )
+        return PatchMatches(self.index_a.to(device), self.index_b.to(device), self.valid.to(device))
 
     def pairs(self, sample: int) -> list[tuple[int, int]]:
         """Valid pairs of one sample as a Python list of ``(index_a, index_b)``."""

@@ -39,8 +39,10 @@ class MetricsWriter:
         self._handle: IO[str] = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                 for k, v in record.items()}
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()
+        }
         self._handle.write(json.dumps(clean) + "\n")
         self._handle.flush()
 

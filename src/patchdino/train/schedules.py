@@ -68,9 +68,7 @@ class Schedules:
     freeze_last_layer_steps: int
 
     @classmethod
-    def from_config(
-        cls, config: Config, steps_per_epoch: int, world_size: int = 1
-    ) -> Schedules:
+    def from_config(cls, config: Config, steps_per_epoch: int, world_size: int = 1) -> Schedules:
         """Schedules for ``config`` with ``steps_per_epoch`` optimiser steps per epoch.
 
         The peak learning rate is ``optim.lr * global_batch / 256`` where the global batch is
@@ -99,9 +97,7 @@ class Schedules:
         """Values for 0-based optimiser ``step``."""
         return ScheduleValues(
             lr=warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr),
-            weight_decay=cosine(
-                step, self.total_steps, self.weight_decay, self.weight_decay_end
-            ),
+            weight_decay=cosine(step, self.total_steps, self.weight_decay, self.weight_decay_end),
             teacher_momentum=cosine(step, self.total_steps, self.momentum_teacher, 1.0),
             teacher_temp=linear_warmup(
                 step, self.warmup_teacher_temp_steps, self.warmup_teacher_temp, self.teacher_temp
