@@ -15,13 +15,7 @@ from collections.abc import Sequence
 from patchdino import __version__
 
 COMMANDS: dict[str, str] = {
-    "pretrain": "Local-global self-distillation pretraining.",
     "match": "Sample views of one image and draw their matched patches.",
-    "features": "Extract backbone features of a data set split.",
-    "knn": "k-NN evaluation (DINO's weighted vote) of a checkpoint, random init or pixels.",
-    "linear": "Linear probe on frozen features.",
-    "bench": "Throughput benchmark: model step, data pipeline, end to end.",
-    "demo": "Pretrain on Fashion-MNIST, evaluate by k-NN and write a report.",
 }
 
 
