@@ -1,0 +1,155 @@
+"""Centre of the teacher outputs: an exponential moving average subtracted before sharpening.
+
+Token positions follow the view layout: position 0 is CLS, position ``1 + p`` is patch ``p``.
+Two modes:
+
+- ``"position"`` (the reference): one centre per token position, ``1 + N`` rows for a view of
+  ``N`` patches. When the teacher also runs on local views, their patch positions get rows of
+  their own after the global ones (``1 + N_global + N_local`` rows).
+- ``"shared"`` (as in iBOT): row 0 for CLS, row 1 shared by every patch position.
+
+Updates use masked means: each row is moved towards the mean of the teacher outputs observed
+at its positions in this batch, and rows with no observation keep their value (they do not
+decay towards zero). Where the teacher head runs only on matched tokens, a patch position that
+no pair used in a batch is therefore left unchanged. Under ``torch.distributed`` the sums and
+counts are all-reduced first, so every process holds the same centre; without an initialised
+process group the reduction is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+CENTRE_MODES = ("position", "shared")
+
+
+class Centre(nn.Module):
+    """EMA of teacher logits, per token position or per token kind.
+
+    Args:
+        out_dim: width ``K`` of the teacher outputs.
+        num_patches: patch tokens per view of each view kind (global, then local), used by the
+            ``"position"`` mode; 0 (or empty) for a centre that only serves CLS tokens.
+        mode: ``"position"`` or ``"shared"``.
+        momentum: EMA momentum; the new value is ``momentum * old + (1 - momentum) * mean``.
+
+    Attributes:
+        centre: ``(R, K)`` buffer, zeros at start.
+    """
+
+    centre: Tensor
+
+    def __init__(
+        self,
+        out_dim: int,
+        num_patches: int | Sequence[int] = 0,
+        mode: str = "position",
+        momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        if mode not in CENTRE_MODES:
+            raise ValueError(f"centre mode must be one of {CENTRE_MODES}, got {mode!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"centre momentum must be in [0, 1], got {momentum}")
+        counts = [num_patches] if isinstance(num_patches, int) else list(num_patches)
+        if any(n < 0 for n in counts):
+            raise ValueError(f"num_patches must be non-negative, got {counts}")
+        self.mode = mode
+        self.momentum = momentum
+        self.num_patches = tuple(counts)
+        offsets = [0]
+        for n in counts[:-1]:
+            offsets.append(offsets[-1] + n)
+        self._offsets = tuple(offsets)
+        has_patches = sum(counts) > 0
+        rows = 1 + sum(counts) if mode == "position" else 1 + int(has_patches)
+        self.register_buffer("centre", torch.zeros(rows, out_dim))
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.centre.shape[0])
+
+    def rows(self, positions: Tensor, kind: int | Tensor = 0) -> Tensor:
+        """Rows of the centre used by tokens at ``positions`` of views of kind ``kind``.
+
+        Args:
+            positions: long tensor of token positions (0 = CLS), any shape.
+            kind: view kind, an index into ``num_patches`` (0 = global, 1 = local), or a long
+                tensor of kinds shaped like ``positions``.
+
+        Returns:
+            Long tensor of row indices, same shape as ``positions``.
+        """
+        is_patch = (positions > 0).long()
+        if self.mode == "shared":
+            return is_patch
+        if isinstance(kind, Tensor):
+            offsets = torch.as_tensor(self._offsets, device=positions.device)[kind]
+            return positions + is_patch * offsets
+        if not 0 <= kind < len(self.num_patches):
+            raise ValueError(f"view kind {kind} has no centre rows (kinds: {self.num_patches})")
+        return positions + is_patch * self._offsets[kind]
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """Centre values ``(*rows.shape, K)`` of the given rows."""
+        return self.centre[rows]
+
+    @torch.no_grad()
+    def statistics(
+        self, teacher_logits: Tensor, rows: Tensor, weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-row weighted sums and weights of a batch of teacher logits.
+
+        Args:
+            teacher_logits: ``(M, K)`` raw (uncentred) teacher logits.
+            rows: ``(M,)`` centre row of each, from :meth:`rows`.
+            weights: ``(M,)`` non-negative weights, or None for 1 each.
+
+        Returns:
+            ``(R, K)`` sums and ``(R,)`` total weights, in the centre's dtype.
+        """
+        dtype = self.centre.dtype
+        sums = torch.zeros_like(self.centre)
+        w = torch.ones(rows.shape, dtype=dtype, device=rows.device) if weights is None else weights
+        w = w.to(dtype)
+        sums.index_add_(0, rows, teacher_logits.to(dtype) * w[:, None])
+        counts = torch.zeros(self.num_rows, dtype=dtype, device=rows.device)
+        counts.index_add_(0, rows, w)
+        return sums, counts
+
+    @torch.no_grad()
+    def update_from_statistics(self, sums: Tensor, counts: Tensor) -> None:
+        """EMA step from per-row sums ``(R, K)`` and weights ``(R,)`` (all-reduced if needed).
+
+        Rows whose total weight is zero on every process keep their value.
+        """
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
+        seen = counts > 0  # (R,)
+        mean = sums / counts.clamp_min(torch.finfo(counts.dtype).tiny)[:, None]  # (R, K)
+        updated = self.centre * self.momentum + mean * (1.0 - self.momentum)
+        self.centre.copy_(torch.where(seen[:, None], updated, self.centre))
+
+    @torch.no_grad()
+    def update(
+        self,
+        teacher_logits: Tensor,
+        positions: Tensor,
+        kind: int = 0,
+        weights: Tensor | None = None,
+    ) -> None:
+        """EMA step from teacher logits at token positions.
+
+        Args:
+            teacher_logits: ``(M, K)`` raw teacher logits.
+            positions: ``(M,)`` token positions (0 = CLS) in views of kind ``kind``.
+            kind: view kind (0 = global, 1 = local).
+            weights: ``(M,)`` optional non-negative weights of the masked mean.
+        """
+        sums, counts = self.statistics(teacher_logits, self.rows(positions, kind), weights)
+        self.update_from_statistics(sums, counts)

@@ -1,0 +1,447 @@
+"""Local-global self-distillation loss: DINO's CLS loss plus a loss between matched patches.
+
+For each teacher view ``i`` and each student view ``v != i`` of one sample, with the matched
+token pairs ``P(i, v)`` (the CLS pair included),
+
+    L(i, v) = mean over (a, b) in P(i, v) of  CE(softmax((t_a - c_a) / T_t), log_softmax(s_b / T_s))
+
+and the loss is the mean of ``L(i, v)`` over all view pairs and samples. ``t_a`` and ``s_b``
+are the teacher and student head outputs of tokens ``a`` and ``b``, ``c_a`` the centre of
+token ``a`` (:class:`~patchdino.losses.centre.Centre`).
+
+Weighting within one ``(sample, i, v)``:
+
+- ``"token"`` (the reference, default): CLS is one token among ``1 + |matches|``, every pair
+  has weight ``1 / (1 + |matches|)``.
+- ``"split"``: the CLS term has the fixed weight ``cls_weight`` and the mean over matched
+  patches ``1 - cls_weight``; a view pair without matched patches contributes only its
+  ``cls_weight`` CLS term (weights are not renormalised, so CLS has the same weight
+  everywhere).
+
+With ``patch_loss=False`` only the CLS pairs remain with weight 1: exactly DINO's loss.
+
+View pairs: teacher global views ``i`` with every student view ``v != i``. With
+``local_local=True`` the teacher also runs on the local views, and every ordered pair of
+distinct local views ``(i, v)`` is added, the teacher's tokens of local view ``i`` giving the
+targets of the student's tokens of local view ``v`` (off by default; it costs a teacher pass
+over the local views, and with many local views these pairs outnumber the others in the mean).
+
+How it is computed (no per-pair copy of any ``K``-wide tensor is made):
+
+1. Only tokens that take part in some pair are selected: the CLS tokens and the matched
+   patches of every view, one row per token, sample-major (:mod:`patchdino.losses.pairs`;
+   this pair plan depends on the matches only and can be built ahead, e.g. on the CPU).
+2. Each head runs once per selected token, giving bottleneck features; the teacher's
+   ``K``-wide logits and probabilities are produced chunk by chunk without gradients.
+3. The loss is bilinear in the teacher probabilities and the student log-probabilities, so
+   each student token's target is the weighted sum of the teacher probabilities it is paired
+   with (a sparse ``(Ns, Nt)`` pair-weight matrix, stored as per-row partner lists).
+4. One chunked cross-entropy runs over the student tokens
+   (:func:`~patchdino.losses.cross_entropy.soft_cross_entropy`). Chunks hold whole samples,
+   so each chunk's targets need only the teacher tokens of its samples, and every teacher
+   token is computed exactly once. Peak extra memory is a few ``(chunk, K)`` buffers.
+
+CLS tokens and patch tokens form two separate problems (they are never paired with each
+other), which lets the patch tokens use a separate head and centre. The centre is updated at
+the end of :meth:`LocalGlobalLoss.forward` (after it has been used, as in DINO) with the raw
+teacher logits of the selected tokens; see :mod:`patchdino.losses.centre` for the masked mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from patchdino.losses.centre import CENTRE_MODES, Centre
+from patchdino.losses.cross_entropy import DEFAULT_CHUNK_ELEMENTS, soft_cross_entropy
+from patchdino.losses.pairs import (
+    CLS_WEIGHTINGS,
+    PairPlan,
+    ProblemPlan,
+    ViewPair,
+    plan_pairs,
+    view_pairs,
+)
+from patchdino.matching.types import PatchMatches
+
+
+class ProjectionHead(Protocol):
+    """What the loss needs from a head (see :class:`~patchdino.models.head.DINOHead`)."""
+
+    def forward_bottleneck(self, x: Tensor) -> Tensor:
+        """``(M, D)`` tokens -> ``(M, d)`` normalised bottleneck features."""
+        ...
+
+    def last_layer_weight(self) -> Tensor:
+        """``(K, d)`` normalised last-layer weight."""
+        ...
+
+
+HeadPair = tuple[ProjectionHead, ProjectionHead]
+"""``(CLS head, patch head)``; the same head twice when it is shared."""
+
+
+@dataclass(frozen=True)
+class LocalGlobalOutput:
+    """Result of :meth:`LocalGlobalLoss.forward`.
+
+    Attributes:
+        loss: scalar loss to minimise.
+        cls_loss: detached scalar, the part of ``loss`` coming from CLS pairs.
+        patch_loss: detached scalar, the part coming from matched patch pairs
+            (``loss = cls_loss + patch_loss``).
+        matched_patches: detached scalar, mean number of matched patch pairs per
+            ``(sample, teacher view, student view)``.
+    """
+
+    loss: Tensor
+    cls_loss: Tensor
+    patch_loss: Tensor
+    matched_patches: Tensor
+
+
+class LocalGlobalLoss(nn.Module):
+    """DINO loss over CLS pairs and matched patch pairs of teacher and student views.
+
+    Args:
+        out_dim: output width ``K`` of the (CLS) head.
+        num_patches: patch tokens ``N`` of a global view (sizes the ``"position"`` centre).
+        patch_out_dim: output width of a separate patch head; None when patches share the CLS
+            head.
+        num_local_patches: patch tokens of a local view; needed with ``local_local`` and the
+            ``"position"`` centre.
+        student_temp: student temperature ``T_s``.
+        centre_mode: ``"position"`` (one centre per token position, the reference) or
+            ``"shared"`` (one for CLS, one for all patches).
+        centre_momentum: EMA momentum of the centre.
+        patch_loss: include matched patch pairs; False gives plain DINO.
+        cls_weighting: ``"token"`` or ``"split"`` (see the module docstring).
+        cls_weight: CLS weight of the ``"split"`` weighting, in ``[0, 1]``.
+        local_local: also pair local views with each other (teacher runs on local views).
+        chunk_size: student tokens per cross-entropy chunk (rounded to whole samples); None
+            picks about ``2**28 / K`` (1 GiB per float32 ``(chunk, K)`` buffer).
+    """
+
+    def __init__(
+        self,
+        out_dim: int,
+        num_patches: int,
+        patch_out_dim: int | None = None,
+        num_local_patches: int = 0,
+        student_temp: float = 0.1,
+        centre_mode: str = "position",
+        centre_momentum: float = 0.9,
+        patch_loss: bool = True,
+        cls_weighting: str = "token",
+        cls_weight: float = 0.5,
+        local_local: bool = False,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if cls_weighting not in CLS_WEIGHTINGS:
+            raise ValueError(
+                f"cls_weighting must be one of {CLS_WEIGHTINGS}, got {cls_weighting!r}"
+            )
+        if centre_mode not in CENTRE_MODES:
+            raise ValueError(f"centre_mode must be one of {CENTRE_MODES}, got {centre_mode!r}")
+        if not 0.0 <= cls_weight <= 1.0:
+            raise ValueError(f"cls_weight must be in [0, 1], got {cls_weight}")
+        if student_temp <= 0:
+            raise ValueError(f"student_temp must be positive, got {student_temp}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if local_local and centre_mode == "position" and num_local_patches < 1:
+            raise ValueError(
+                "local_local with the 'position' centre needs num_local_patches (patch tokens "
+                "of a local view)"
+            )
+        self.student_temp = student_temp
+        self.patch_loss = patch_loss
+        self.cls_weighting = cls_weighting
+        self.cls_weight = cls_weight
+        self.local_local = local_local
+        self.chunk_size = chunk_size
+        self.num_patches = num_patches
+        self.num_local_patches = num_local_patches
+        self.centre_mode = centre_mode
+        grids = [num_patches, num_local_patches] if local_local else [num_patches]
+        shared_head = patch_out_dim is None
+        self.centre = Centre(
+            out_dim, grids if (patch_loss and shared_head) else 0, centre_mode, centre_momentum
+        )
+        self.patch_centre: Centre | None = None
+        if patch_loss and patch_out_dim is not None:
+            self.patch_centre = Centre(patch_out_dim, grids, centre_mode, centre_momentum)
+
+    def view_pairs(self, num_global: int, num_views: int) -> list[ViewPair]:
+        """``(teacher view, student view)`` pairs that enter the loss, in a fixed order."""
+        return view_pairs(num_global, num_views, self.local_local)
+
+    def plan(
+        self,
+        matches: Mapping[ViewPair, PatchMatches] | None,
+        num_tokens: Sequence[int],
+        batch_size: int,
+        num_global: int,
+        device: torch.device | str | None = None,
+    ) -> PairPlan:
+        """Pair plan of a batch with this loss's options (see :func:`plan_pairs`).
+
+        Args:
+            matches: ``{(i, v): PatchMatches}`` for every pair of :meth:`view_pairs`.
+            num_tokens: ``1 + N_v`` tokens per sample of each view, globals first.
+            batch_size: ``B``.
+            num_global: number of global views.
+            device: where to build it; default the matches' device.
+        """
+        return plan_pairs(
+            matches,
+            num_tokens,
+            batch_size,
+            num_global,
+            patch_loss=self.patch_loss,
+            cls_weighting=self.cls_weighting,
+            cls_weight=self.cls_weight,
+            local_local=self.local_local,
+            device=device,
+        )
+
+    def forward(
+        self,
+        student_tokens: Sequence[Tensor],
+        teacher_tokens: Sequence[Tensor],
+        matches: Mapping[ViewPair, PatchMatches] | PairPlan | None,
+        student_heads: HeadPair,
+        teacher_heads: HeadPair,
+        teacher_temp: float,
+        teacher_local_tokens: Sequence[Tensor] = (),
+        update_centre: bool = True,
+    ) -> LocalGlobalOutput:
+        """Loss of one batch.
+
+        Args:
+            student_tokens: per student view, ``(B, 1 + N_v, D)`` backbone tokens, globals
+                first.
+            teacher_tokens: per global view ``i``, ``(B, 1 + N_i, D)`` teacher tokens.
+            matches: ``{(i, v): PatchMatches}`` with ``index_a`` in teacher view ``i`` and
+                ``index_b`` in student view ``v``, for every pair of :meth:`view_pairs` (a pair
+                of two global views may be given as ``(v, i)`` instead), or a plan made
+                by :meth:`plan`. Without the patch loss, may be None.
+            student_heads: student ``(CLS head, patch head)``.
+            teacher_heads: teacher ``(CLS head, patch head)``.
+            teacher_temp: teacher temperature ``T_t`` for this step.
+            teacher_local_tokens: with ``local_local``, per local view the ``(B, 1 + N_v, D)``
+                teacher tokens; empty otherwise.
+            update_centre: afterwards, move the centre towards this batch's teacher outputs.
+
+        Returns:
+            :class:`LocalGlobalOutput`.
+
+        Raises:
+            ValueError: on inconsistent views, missing or out-of-range matches, a plan made
+                for other views or options, or a non-positive temperature.
+        """
+        if teacher_temp <= 0:
+            raise ValueError(f"teacher_temp must be positive, got {teacher_temp}")
+        teachers = self._check_views(student_tokens, teacher_tokens, teacher_local_tokens)
+        device = student_tokens[0].device
+        if isinstance(matches, PairPlan):
+            plan = matches.to(device)
+        else:
+            num_tokens = [t.shape[1] for t in student_tokens]
+            batch = student_tokens[0].shape[0]
+            plan = self.plan(matches, num_tokens, batch, len(teacher_tokens)).to(device)
+        self._check_plan(plan, student_tokens, teacher_tokens, teachers)
+
+        cls_loss, sums, counts = self._distill(
+            plan.cls,
+            student_tokens,
+            teachers,
+            student_heads[0],
+            teacher_heads[0],
+            self.centre,
+            0,
+            teacher_temp,
+        )
+        statistics = [(self.centre, sums, counts)]
+        patch_loss = torch.zeros_like(cls_loss)
+        if plan.patch is not None:
+            centre = self.centre if self.patch_centre is None else self.patch_centre
+            # With the shared centre every patch uses row 1; otherwise rows vary by position.
+            patch_loss, sums, counts = self._distill(
+                plan.patch,
+                student_tokens,
+                teachers,
+                student_heads[1],
+                teacher_heads[1],
+                centre,
+                1 if centre.mode == "shared" else None,
+                teacher_temp,
+            )
+            if centre is self.centre:
+                statistics = [(centre, statistics[0][1] + sums, statistics[0][2] + counts)]
+            else:
+                statistics.append((centre, sums, counts))
+        if update_centre:
+            for centre_module, centre_sums, centre_counts in statistics:
+                centre_module.update_from_statistics(centre_sums, centre_counts)
+        return LocalGlobalOutput(
+            loss=cls_loss + patch_loss,
+            cls_loss=cls_loss.detach(),
+            patch_loss=patch_loss.detach(),
+            matched_patches=plan.matched_patches.detach(),
+        )
+
+    def _distill(
+        self,
+        problem: ProblemPlan,
+        student_tokens: Sequence[Tensor],
+        teacher_tokens: Sequence[Tensor],
+        student_head: ProjectionHead,
+        teacher_head: ProjectionHead,
+        centre: Centre,
+        uniform_row: int | None,
+        teacher_temp: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss of one problem (CLS or patches) and the centre statistics of its teacher tokens.
+
+        Args:
+            uniform_row: the centre row of every teacher token when it is the same for all
+                (CLS tokens; patches with the shared centre), else None.
+
+        Returns:
+            Scalar loss, ``(R, K)`` sums and ``(R,)`` counts of raw teacher logits per centre
+            row.
+        """
+        student, teacher = problem.student, problem.teacher
+        features = student_head.forward_bottleneck(student.gather(student_tokens))  # (Ns, d)
+        weight = student_head.last_layer_weight()  # (K, d)
+        with torch.no_grad():
+            t_features = teacher_head.forward_bottleneck(teacher.gather(teacher_tokens))  # (Nt, d)
+            t_weight = teacher_head.last_layer_weight()  # (K, d)
+            rows = centre.rows(teacher.positions, teacher.kinds)  # (Nt,)
+            sums = torch.zeros_like(centre.centre)  # (R, K)
+            counts = sums.new_zeros(centre.num_rows).index_add_(
+                0, rows, torch.ones_like(rows, dtype=sums.dtype)
+            )  # (R,)
+        size = self.chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // weight.shape[0])
+        chunks, teacher_ranges = _sample_chunks(
+            student.sample_offsets, teacher.sample_offsets, size
+        )
+        teacher_range = dict(zip([start for start, _ in chunks], teacher_ranges))
+
+        def targets(start: int, end: int) -> Tensor:
+            """``(end - start, K)`` pair-weighted teacher probabilities of student rows."""
+            t0, t1 = teacher_range[start]
+            logits = (t_features[t0:t1] @ t_weight.T).to(sums.dtype)  # (ct, K)
+            if uniform_row is None:
+                sums.index_add_(0, rows[t0:t1], logits)
+                logits.sub_(centre(rows[t0:t1]))
+            else:
+                sums[uniform_row] += logits.sum(dim=0)
+                logits.sub_(centre.centre[uniform_row])
+            probs = torch.softmax(logits.div_(teacher_temp), dim=1)  # (ct, K)
+            del logits
+            index = (problem.partners[start:end] - t0).clamp_(0, max(t1 - t0 - 1, 0))  # (c, M)
+            weights = problem.weights[start:end].to(probs.dtype)  # (c, M)
+            out = probs[index[:, 0]].mul_(weights[:, :1])  # (c, K)
+            for m in range(1, index.shape[1]):
+                out.addcmul_(probs[index[:, m]], weights[:, m : m + 1])
+            return out
+
+        loss = soft_cross_entropy(features, weight, targets, self.student_temp, chunks=chunks)
+        return loss, sums, counts
+
+    def _check_views(
+        self,
+        student_tokens: Sequence[Tensor],
+        teacher_tokens: Sequence[Tensor],
+        teacher_local_tokens: Sequence[Tensor],
+    ) -> list[Tensor]:
+        """Validate the token tensors; return the teacher's views (globals, then locals)."""
+        if not student_tokens or not teacher_tokens:
+            raise ValueError("need at least one student view and one teacher view")
+        num_views, num_global = len(student_tokens), len(teacher_tokens)
+        if num_global > num_views:
+            raise ValueError(
+                f"got {num_global} teacher views but only {num_views} student views; the "
+                "teacher's global views must also be the student's first views"
+            )
+        expected_locals = num_views - num_global if self.local_local else 0
+        if len(teacher_local_tokens) != expected_locals:
+            raise ValueError(
+                f"expected {expected_locals} teacher local-view tensors "
+                f"(local_local={self.local_local}), got {len(teacher_local_tokens)}"
+            )
+        teachers = [*teacher_tokens, *teacher_local_tokens]
+        batch = student_tokens[0].shape[0]
+        for name, tensors in (("student", student_tokens), ("teacher", teachers)):
+            for v, tokens in enumerate(tensors):
+                if tokens.ndim != 3 or tokens.shape[0] != batch or tokens.shape[1] < 1:
+                    raise ValueError(
+                        f"{name} tokens of view {v} must have shape (B={batch}, 1 + N, D), "
+                        f"got {tuple(tokens.shape)}"
+                    )
+        for i, tokens in enumerate(teachers):
+            if tokens.shape[1] != student_tokens[i].shape[1]:
+                raise ValueError(
+                    f"teacher and student tokens of view {i} differ in length: "
+                    f"{tokens.shape[1]} vs {student_tokens[i].shape[1]}"
+                )
+            expected = self.num_patches if i < num_global else self.num_local_patches
+            position_centre = self.patch_loss and self.centre_mode == "position"
+            if position_centre and tokens.shape[1] != 1 + expected:
+                raise ValueError(
+                    f"the 'position' centre was made for {expected} patches per "
+                    f"{'global' if i < num_global else 'local'} view, but teacher view {i} has "
+                    f"{tokens.shape[1] - 1}"
+                )
+        return teachers
+
+    def _check_plan(
+        self,
+        plan: PairPlan,
+        student_tokens: Sequence[Tensor],
+        teacher_tokens: Sequence[Tensor],
+        teachers: Sequence[Tensor],
+    ) -> None:
+        """Raise ValueError if ``plan`` was made for other views or other loss options."""
+        num_tokens = tuple(t.shape[1] for t in student_tokens)
+        if (
+            plan.batch_size != student_tokens[0].shape[0]
+            or plan.num_tokens != num_tokens
+            or plan.num_global != len(teacher_tokens)
+            or plan.num_teacher_views != len(teachers)
+            or (plan.patch is not None) != self.patch_loss
+        ):
+            raise ValueError(
+                f"the pair plan was made for B={plan.batch_size}, tokens {plan.num_tokens}, "
+                f"{plan.num_global} global views, patch loss {plan.patch is not None}; got "
+                f"B={student_tokens[0].shape[0]}, tokens {num_tokens}, {len(teacher_tokens)} "
+                f"global views, patch loss {self.patch_loss}"
+            )
+
+
+def _sample_chunks(
+    student_offsets: Sequence[int], teacher_offsets: Sequence[int], size: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Group whole samples into chunks of at most ``size`` student rows (at least one sample).
+
+    Returns:
+        Student row ranges and the teacher row ranges of the same samples.
+    """
+    chunks, ranges = [], []
+    num_samples = len(student_offsets) - 1
+    b = 0
+    while b < num_samples:
+        e = b + 1
+        while e < num_samples and student_offsets[e + 1] - student_offsets[b] <= size:
+            e += 1
+        chunks.append((student_offsets[b], student_offsets[e]))
+        ranges.append((teacher_offsets[b], teacher_offsets[e]))
+        b = e
+    return chunks, ranges

@@ -1,0 +1,200 @@
+"""Vision Transformer backbones built with timm, returning every output token.
+
+Any timm ViT name with a single CLS prefix token works (``vit_tiny_patch16_224``,
+``vit_small_patch16_224``, ``vit_base_patch16_224``, ``vit_small_patch8_224``, ...). For small
+images and fast tests there are custom sizes (:data:`CUSTOM_ARCHS`) and ``"vit_custom"``, whose
+``embed_dim``, ``depth`` and ``num_heads`` are given as keyword arguments. All models are built
+without pretrained weights, without a classifier, and with ``dynamic_img_size=True`` so that
+global and local views of different sizes go through the same network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+CUSTOM_ARCHS: dict[str, dict[str, int]] = {
+    "vit_pico": {"embed_dim": 32, "depth": 2, "num_heads": 2},
+    "vit_nano": {"embed_dim": 64, "depth": 4, "num_heads": 4},
+    "vit_micro": {"embed_dim": 128, "depth": 6, "num_heads": 4},
+}
+"""Small ViTs for 28-32 px images and tests; ``patch_size`` defaults to 4 for these."""
+
+_CUSTOM_KEYS = ("embed_dim", "depth", "num_heads")
+
+
+class Backbone(nn.Module):
+    """A timm Vision Transformer that returns all tokens after the final norm, CLS first.
+
+    Args:
+        model: a timm ``VisionTransformer`` with one CLS prefix token and no register tokens.
+
+    Raises:
+        ValueError: if the model has no CLS token or has other prefix tokens.
+    """
+
+    def __init__(self, model: VisionTransformer) -> None:
+        super().__init__()
+        if getattr(model, "cls_token", None) is None:
+            raise ValueError("the backbone needs a CLS token (class_token=True)")
+        if model.num_prefix_tokens != 1:
+            raise ValueError(
+                f"only a single CLS prefix token is supported, the model has "
+                f"{model.num_prefix_tokens} prefix tokens (register tokens are not supported)"
+            )
+        self.model = model
+        self.embed_dim = int(model.embed_dim)
+        patch = model.patch_embed.patch_size
+        self.patch_size = int(patch[0]) if isinstance(patch, tuple) else int(patch)
+
+    @property
+    def num_heads(self) -> int:
+        """Attention heads of the last block."""
+        last: Any = self.model.blocks[-1]
+        return int(last.attn.num_heads)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward to save memory."""
+        self.model.set_grad_checkpointing(enable)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """All output tokens.
+
+        Args:
+            x: ``(B, C, H, W)`` images; ``H`` and ``W`` multiples of the patch size.
+
+        Returns:
+            ``(B, 1 + N, D)`` tokens after the final norm, CLS first, then the
+            ``N = (H / p) * (W / p)`` patch tokens in row-major order.
+        """
+        self._check_input(x)
+        return self.model.forward_features(x)  # (B, 1 + N, D)
+
+    def get_last_selfattention(self, x: Tensor) -> Tensor:
+        """Attention weights of the last block, for attention-map figures.
+
+        Args:
+            x: ``(B, C, H, W)`` images.
+
+        Returns:
+            ``(B, heads, 1 + N, 1 + N)`` softmax attention of the last block; row 0 is the
+            CLS query.
+        """
+        tokens = self._embed(x)
+        for block in self.model.blocks[:-1]:
+            tokens = block(tokens)
+        last: Any = self.model.blocks[-1]
+        attn: Any = last.attn
+        if not hasattr(attn, "qkv") or not hasattr(attn, "head_dim"):
+            raise ValueError("get_last_selfattention needs a timm Attention block with a qkv layer")
+        b, n, _ = tokens.shape
+        qkv = attn.qkv(last.norm1(tokens))  # (B, 1 + N, 3 * heads * hd)
+        qkv = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # (B, heads, 1 + N, hd)
+        scores = (q * attn.scale) @ k.transpose(-2, -1)  # (B, heads, 1 + N, 1 + N)
+        return scores.softmax(dim=-1)
+
+    def get_intermediate_layers(self, x: Tensor, n: int = 1) -> list[Tensor]:
+        """Outputs of the last ``n`` blocks, each passed through the final norm.
+
+        Args:
+            x: ``(B, C, H, W)`` images.
+            n: number of last blocks.
+
+        Returns:
+            ``n`` tensors ``(B, 1 + N, D)``, earliest block first.
+        """
+        depth = len(self.model.blocks)
+        if not 1 <= n <= depth:
+            raise ValueError(f"n must be between 1 and the depth {depth}, got {n}")
+        tokens = self._embed(x)
+        outputs = []
+        for index, block in enumerate(self.model.blocks):  # (B, 1 + N, D) each
+            tokens = block(tokens)
+            if index >= depth - n:
+                outputs.append(self.model.norm(tokens))
+        return outputs
+
+    def get_intermediate_cls(self, x: Tensor, n: int = 1) -> list[Tensor]:
+        """CLS tokens of the last ``n`` blocks (after the final norm), for linear probes.
+
+        Returns:
+            ``n`` tensors ``(B, D)``, earliest block first.
+        """
+        return [tokens[:, 0] for tokens in self.get_intermediate_layers(x, n)]
+
+    def _embed(self, x: Tensor) -> Tensor:
+        """Patch embedding, CLS token and position embedding: ``(B, 1 + N, D)``."""
+        self._check_input(x)
+        m = self.model
+        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(
+                f"image size {h}x{w} is not a multiple of the patch size {self.patch_size}"
+            )
+
+
+def create_backbone(
+    arch: str,
+    patch_size: int | None = None,
+    img_size: int = 224,
+    in_chans: int = 3,
+    drop_path: float = 0.0,
+    **custom: Any,
+) -> Backbone:
+    """Build a randomly initialised ViT backbone.
+
+    Args:
+        arch: a timm ViT name, a name in :data:`CUSTOM_ARCHS`, or ``"vit_custom"``.
+        patch_size: patch side in pixels; None keeps the timm default (4 for custom sizes).
+        img_size: image side the position embedding is made for; other sizes are interpolated.
+        in_chans: input channels (1 for grayscale).
+        drop_path: stochastic depth rate.
+        **custom: for ``"vit_custom"``, ``embed_dim``, ``depth`` and ``num_heads`` (required)
+            and any other ``VisionTransformer`` argument (e.g. ``mlp_ratio``); for the other
+            names, extra arguments passed to the timm constructor.
+
+    Returns:
+        The :class:`Backbone`.
+
+    Raises:
+        ValueError: for an unknown name, missing custom sizes, or a model without a CLS token.
+    """
+    common: dict[str, Any] = {
+        "img_size": img_size,
+        "in_chans": in_chans,
+        "num_classes": 0,
+        "global_pool": "token",
+        "dynamic_img_size": True,
+        "drop_path_rate": drop_path,
+    }
+    if arch in CUSTOM_ARCHS or arch == "vit_custom":
+        sizes: dict[str, Any] = dict(CUSTOM_ARCHS.get(arch, {}))
+        sizes.update({k: custom.pop(k) for k in _CUSTOM_KEYS if k in custom})
+        missing = [k for k in _CUSTOM_KEYS if k not in sizes]
+        if missing:
+            raise ValueError(f"arch 'vit_custom' needs {', '.join(missing)} as keyword arguments")
+        model = VisionTransformer(
+            patch_size=4 if patch_size is None else patch_size, **sizes, **common, **custom
+        )
+        return Backbone(model)
+    if arch not in timm.list_models("vit_*"):
+        known = ", ".join([*CUSTOM_ARCHS, "vit_custom"])
+        raise ValueError(
+            f"unknown backbone {arch!r}: use a timm ViT name such as 'vit_small_patch16_224' "
+            f"or one of {known}"
+        )
+    if patch_size is not None:
+        common["patch_size"] = patch_size
+    created = timm.create_model(arch, pretrained=False, **common, **custom)
+    if not isinstance(created, VisionTransformer):
+        raise ValueError(f"{arch!r} is not a plain timm VisionTransformer")
+    return Backbone(created)

@@ -1,0 +1,64 @@
+"""Centre: row mapping, masked EMA update against a manual computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from patchdino.losses.centre import Centre
+
+
+def test_position_rows_for_global_and_local_views() -> None:
+    centre = Centre(8, [4, 2], mode="position")
+    assert centre.num_rows == 1 + 4 + 2
+    positions = torch.tensor([0, 1, 4, 0, 1, 2])
+    assert centre.rows(positions[:3], 0).tolist() == [0, 1, 4]
+    assert centre.rows(positions[3:], 1).tolist() == [0, 5, 6]
+    kinds = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert centre.rows(positions, kinds).tolist() == [0, 1, 4, 0, 5, 6]
+    with pytest.raises(ValueError, match="kind"):
+        centre.rows(positions, 2)
+
+
+def test_shared_rows() -> None:
+    centre = Centre(8, [4, 2], mode="shared")
+    assert centre.num_rows == 2
+    assert centre.rows(torch.tensor([0, 3, 0, 1]), 1).tolist() == [0, 1, 0, 1]
+    assert Centre(8, 0, mode="shared").num_rows == 1
+    assert Centre(8, 0, mode="position").num_rows == 1
+
+
+def test_update_is_a_masked_ema() -> None:
+    torch.manual_seed(0)
+    centre = Centre(5, 3, mode="position", momentum=0.9).double()
+    start = torch.randn(4, 5, dtype=torch.float64)
+    centre.centre.copy_(start)
+    logits = torch.randn(6, 5, dtype=torch.float64)
+    positions = torch.tensor([0, 2, 2, 0, 2, 0])  # row 1 and 3 never occur
+    centre.update(logits, positions)
+    expected = start.clone()
+    for row in (0, 2):
+        mean = logits[positions == row].mean(dim=0)
+        expected[row] = 0.9 * start[row] + 0.1 * mean
+    torch.testing.assert_close(centre.centre, expected)
+
+
+def test_weighted_update_and_shared_mode() -> None:
+    torch.manual_seed(1)
+    centre = Centre(3, 4, mode="shared", momentum=0.5).double()
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    weights = torch.tensor([1.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+    centre.update(logits, torch.tensor([1, 2, 0, 4]), weights=weights)
+    patch_mean = (logits[0] + 2 * logits[1] + logits[3]) / 4
+    torch.testing.assert_close(centre.centre[1], 0.5 * patch_mean)
+    torch.testing.assert_close(centre.centre[0], torch.zeros(3, dtype=torch.float64))  # weight 0
+
+
+def test_forward_gathers_rows_and_checks_arguments() -> None:
+    centre = Centre(2, 2)
+    centre.centre.copy_(torch.arange(6.0).view(3, 2))
+    assert centre(torch.tensor([2, 0])).tolist() == [[4.0, 5.0], [0.0, 1.0]]
+    with pytest.raises(ValueError, match="mode"):
+        Centre(2, 2, mode="token")
+    with pytest.raises(ValueError, match="momentum"):
+        Centre(2, 2, momentum=1.5)
