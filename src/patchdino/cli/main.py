@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from patchdino import __version__
 
 COMMANDS: dict[str, str] = {
+    "pretrain": "Local-global self-distillation pretraining.",
     "match": "Sample views of one image and draw their matched patches.",
 }
 

@@ -1,0 +1,77 @@
+"""``patchdino pretrain``: local-global self-distillation pretraining."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from patchdino.cli.errors import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    parser.add_argument("--data", help="data set folder (sets data.path)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="run folder; an existing checkpoint there is resumed",
+    )
+    parser.add_argument("--max-steps", type=int, help="total optimiser steps (run.max_steps)")
+    parser.add_argument("--epochs", type=int, help="optim.epochs")
+    parser.add_argument("--save-every", type=int, help="run.save_every")
+    parser.add_argument("--batch-size", type=int, help="images per process (optim.batch_size)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="any config field, e.g. optim.lr=1e-3 loss.matching=nearest",
+    )
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """Command-line flags as ``key=value`` overrides, applied before the free overrides."""
+    flags = {
+        "data.path": args.data,
+        "run.max_steps": args.max_steps,
+        "optim.epochs": args.epochs,
+        "run.save_every": args.save_every,
+        "optim.batch_size": args.batch_size,
+        "run.device": args.device,
+    }
+    fixed = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    if args.data is not None:
+        fixed[0] = f"data.path='{args.data}'"
+    return [*fixed, *args.overrides]
+
+
+def run(args: argparse.Namespace) -> int:
+    from patchdino.config import load_config
+    from patchdino.train.trainer import Trainer, TrainingError
+
+    config = load_config(args.config, overrides_from_args(args))
+    try:
+        trainer = Trainer(config, args.output, progress=not args.no_progress)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    try:
+        result = trainer.run()
+    except TrainingError as err:
+        print(f"patchdino pretrain: error: {err}", file=sys.stderr)
+        return 1
+    if trainer.ctx.is_main:
+        if result.stopped_by:
+            print(
+                f"{result.stopped_by} received: saved step {result.step}/{result.total_steps} "
+                f"to {result.checkpoint}; rerun the same command to resume",
+                file=sys.stderr,
+            )
+        else:
+            print(f"done: {result.step} steps; run folder {args.output}")
+    from patchdino.train.distributed import shutdown
+
+    shutdown()
+    return 0 if not result.stopped_by else 143

@@ -1,0 +1,131 @@
+"""Turn a :class:`~patchdino.config.Config` into data, augmentation, model and loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from patchdino.config import Config
+from patchdino.data.datasets import DEFAULT_FASHION_MNIST_DIR, CanvasDataset, build_dataset
+from patchdino.data.datasets.detect import detect_kind
+from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec
+from patchdino.losses import LocalGlobalLoss
+from patchdino.models import StudentTeacher
+
+FILE_KINDS = ("imagefolder", "flat")
+FILE_CANVAS = 320
+"""Canvas of file-based data sets when ``data.canvas`` is null: room for 224 px crops."""
+
+STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def data_path(config: Config) -> Path:
+    """The data root; an empty ``data.path`` means the default Fashion-MNIST folder."""
+    if config.data.path:
+        return Path(config.data.path)
+    if config.data.kind in ("auto", "fashion_mnist"):
+        return DEFAULT_FASHION_MNIST_DIR
+    raise ValueError(f"data.path is empty; give the folder of the {config.data.kind} data set")
+
+
+def data_kind(config: Config) -> str:
+    """The data set kind, detected from the folder when ``data.kind`` is auto."""
+    path = data_path(config)
+    if not path.exists():
+        raise ValueError(f"data folder {path} does not exist")
+    return detect_kind(path) if config.data.kind == "auto" else config.data.kind
+
+
+def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
+    """The configured data set split, decoded onto its canvas."""
+    kind = data_kind(config)
+    canvas = config.data.canvas
+    if canvas is None and kind in FILE_KINDS:
+        canvas = FILE_CANVAS
+    return build_dataset(
+        data_path(config),
+        kind,
+        split,
+        canvas=canvas,
+        channels=config.data.channels,
+        on_bad_image=config.data.on_bad_image,
+    )
+
+
+def normalisation(config: Config, kind: str, channels: int) -> tuple[tuple[float, ...], ...]:
+    """``(mean, std)`` of the configured or usual statistics, with ``channels`` entries."""
+    if config.data.mean is not None and config.data.std is not None:
+        mean, std = config.data.mean, config.data.std
+    else:
+        mean, std = STATISTICS.get(kind, STATISTICS["imagenet"])
+    if len(mean) == channels:
+        return mean, std
+    if channels == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return mean * 3, std * 3
+
+
+def build_augmentation(
+    config: Config, mean: tuple[float, ...], std: tuple[float, ...]
+) -> MultiCropAugmentation:
+    """The multi-crop view sampler of ``config.views``."""
+    v = config.views
+    spec = MultiCropSpec(
+        global_size=v.global_size,
+        local_size=v.local_size,
+        global_scale=v.global_scale,
+        local_scale=v.local_scale,
+        num_local=v.num_local,
+        ratio=v.ratio,
+        patch_size=config.model.patch_size,
+        flip_p=v.flip_p,
+        photometric=v.photometric,
+        mean=mean,
+        std=std,
+        color_jitter_p=v.color_jitter_p,
+        grayscale_p=v.grayscale_p,
+        blur_p=v.blur_p,
+        solarize_p=v.solarize_p,
+    )
+    return MultiCropAugmentation(spec)
+
+
+def build_model(config: Config, in_chans: int) -> StudentTeacher:
+    """Student backbone and heads with an identical EMA teacher."""
+    m = config.model
+    return StudentTeacher.create(
+        m.arch,
+        patch_size=m.patch_size,
+        img_size=config.views.global_size,
+        in_chans=in_chans,
+        drop_path=m.drop_path,
+        out_dim=m.out_dim,
+        hidden_dim=m.hidden_dim,
+        bottleneck_dim=m.bottleneck_dim,
+        norm_last_layer=m.norm_last_layer,
+        patch_head=m.patch_head,
+        patch_out_dim=m.patch_out_dim,
+    )
+
+
+def build_loss(config: Config) -> LocalGlobalLoss:
+    """The local-global loss of ``config.loss`` for the configured view sizes."""
+    lo, v, m = config.loss, config.views, config.model
+    return LocalGlobalLoss(
+        out_dim=m.out_dim,
+        num_patches=(v.global_size // m.patch_size) ** 2,
+        patch_out_dim=m.patch_out_dim if m.patch_head == "separate" else None,
+        num_local_patches=(v.local_size // m.patch_size) ** 2,
+        student_temp=lo.student_temp,
+        centre_mode=lo.centre,
+        centre_momentum=lo.centre_momentum,
+        patch_loss=lo.patch_loss,
+        cls_weighting=lo.cls_weighting,
+        cls_weight=lo.cls_weight,
+        local_local=lo.local_local,
+    )

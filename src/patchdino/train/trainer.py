@@ -1,0 +1,352 @@
+"""The pretraining loop: data, views, matching, loss, optimisation, logging, checkpoints.
+
+Run folder (written by the main process only):
+
+- ``config.yaml``: the resolved configuration;
+- ``metrics.jsonl``: one JSON object per optimiser step (``step`` is 1-based);
+- ``tensorboard/``: the same scalars as TensorBoard events;
+- ``loss.png``: loss and learning-rate curves;
+- ``checkpoint.pt``: everything needed to continue, written atomically every
+  ``run.save_every`` steps, at the end, and on SIGTERM / SIGUSR1.
+
+Rerunning with the same output folder resumes from ``checkpoint.pt``. Randomness is a pure
+function of ``(seed, step, rank)`` and the data order of ``(seed, epoch)``, so a resumed run
+repeats the uninterrupted run's steps exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from patchdino.config import Config
+from patchdino.data.loader import BatchStream, CanvasBatch
+from patchdino.train import distributed
+from patchdino.train.build import (
+    build_augmentation,
+    build_loss,
+    build_model,
+    data_kind,
+    normalisation,
+    open_dataset,
+)
+from patchdino.train.checkpoint import load_checkpoint, save_checkpoint
+from patchdino.train.metrics import MetricsWriter, read_metrics
+from patchdino.train.optim import (
+    apply_schedule,
+    build_optimizer,
+    cancel_last_layer_gradients,
+    clip_gradients,
+)
+from patchdino.train.schedules import Schedules, ScheduleValues
+from patchdino.train.signals import StopRequest
+from patchdino.train.step import PretrainStep
+from patchdino.viz.curves import plot_loss_curves
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "patchdino-pretrain-v1"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (non-finite loss, incompatible checkpoint...)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call to :meth:`Trainer.run` ended."""
+
+    step: int
+    total_steps: int
+    stopped_by: str | None
+    checkpoint: Path
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """Seed of one micro-step's randomness (views, drop-path), distinct per rank and step."""
+    return (seed * 1_000_003 + step * 1_009 + micro * 101 + rank * 7_919) % (2**63)
+
+
+class Trainer:
+    """Pretrains ``config`` into the run folder ``output``.
+
+    Args:
+        config: the validated configuration.
+        output: run folder; an existing ``checkpoint.pt`` there is resumed.
+        progress: show a progress bar (main process only).
+    """
+
+    def __init__(self, config: Config, output: Path, progress: bool = True) -> None:
+        self.config = config
+        self.output = Path(output)
+        self.progress = progress
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = distributed.resolve_device(config.run.device, local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.ctx = distributed.init_distributed(self.device)
+        if config.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+        self._prepare_data()
+        self._prepare_model()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _prepare_data(self) -> None:
+        config, ctx = self.config, self.ctx
+        self.kind = data_kind(config)
+        self.dataset = open_dataset(config)
+        global_batch = config.optim.batch_size * ctx.world_size
+        if len(self.dataset) < global_batch * config.optim.accumulation:
+            raise ValueError(
+                f"optim.batch_size {config.optim.batch_size} x accumulation "
+                f"{config.optim.accumulation} x {ctx.world_size} process(es) needs "
+                f"{global_batch * config.optim.accumulation} images per step, but the data "
+                f"set has only {len(self.dataset)}"
+            )
+        self.channels = int(self.dataset[0][0].shape[0])
+        mean, std = normalisation(config, self.kind, self.channels)
+        self.augment = build_augmentation(config, mean, std)
+        self.stream = BatchStream(
+            self.dataset,
+            config.optim.batch_size,
+            config.run.seed,
+            ctx.rank,
+            ctx.world_size,
+            config.data.num_workers,
+        )
+        self.micro_per_epoch = self.stream.steps_per_epoch
+        steps_per_epoch = self.micro_per_epoch // config.optim.accumulation
+        self.schedules = Schedules.from_config(config, steps_per_epoch, ctx.world_size)
+
+    def _prepare_model(self) -> None:
+        config = self.config
+        torch.manual_seed(config.run.seed)
+        model = build_model(config, self.channels)
+        self.step_module = PretrainStep(
+            model, build_loss(config), config.loss.matching, config.loss.match_threshold
+        ).to(self.device)
+        if config.run.compile:
+            model.student.backbone.compile()
+            model.teacher.backbone.compile()
+        self.optimizer = build_optimizer(model.student)
+        self.forward: torch.nn.Module = self.step_module
+        if self.ctx.enabled:
+            self.forward = DistributedDataParallel(
+                self.step_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output / CHECKPOINT_NAME
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        precision = self.config.run.precision
+        bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    # ------------------------------------------------------------------------ checkpoints
+    def _state(self, step: int, skipped: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "samples_seen": step * self._images_per_step(),
+            "model": self.step_module.model.state_dict(),
+            "loss": self.step_module.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.config.to_dict(),
+            "world_size": self.ctx.world_size,
+            "in_chans": self.channels,
+            "data_kind": self.kind,
+            "nonfinite_skipped": skipped,
+        }
+
+    def _images_per_step(self) -> int:
+        o = self.config.optim
+        return o.batch_size * o.accumulation * self.ctx.world_size
+
+    def _resume(self) -> tuple[int, int, int]:
+        """Load ``checkpoint.pt`` if present: ``(step, stream micro-step, skipped)``."""
+        if not self.checkpoint_path.exists():
+            return 0, 0, 0
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise TrainingError(f"{self.checkpoint_path} is not a patchdino pretraining checkpoint")
+        saved_model = state["config"]["model"]
+        now_model = self.config.to_dict()["model"]
+        changed = [k for k in now_model if saved_model.get(k) != now_model[k]]
+        if changed:
+            raise TrainingError(
+                f"cannot resume {self.checkpoint_path}: model settings differ from the "
+                f"checkpoint ({', '.join(f'model.{k}' for k in changed)}); use another --output"
+            )
+        self.step_module.model.load_state_dict(state["model"])
+        self.step_module.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        micro = int(state["samples_seen"]) // (self.config.optim.batch_size * self.ctx.world_size)
+        return step, micro, int(state.get("nonfinite_skipped", 0))
+
+    def _save(self, step: int, skipped: int) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(self._state(step, skipped), self.checkpoint_path)
+        distributed.barrier()
+
+    # ------------------------------------------------------------------------------ loop
+    def _batches(self, micro: int) -> Iterator[CanvasBatch]:
+        """Endless batches from stream position ``micro`` (micro-steps since the start)."""
+        epoch, offset = divmod(micro, self.micro_per_epoch)
+        while True:
+            yield from self.stream.epoch(epoch, offset)
+            epoch, offset = epoch + 1, 0
+
+    def run(self) -> TrainResult:
+        """Train until ``schedules.total_steps``; returns early on a stop signal."""
+        config, ctx = self.config, self.ctx
+        step, micro, skipped = self._resume()
+        total = self.schedules.total_steps
+        writer = tensorboard = bar = None
+        if ctx.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "config.yaml").write_text(config.to_yaml())
+            writer = MetricsWriter(self.output / "metrics.jsonl", resume_step=step)
+            tensorboard = _tensorboard(self.output / "tensorboard")
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=total, initial=step, desc="pretrain", unit="step", dynamic_ncols=True
+                )
+        stop = StopRequest().install()
+        batches = self._batches(micro)
+        self.step_module.train()
+        stopped_by: str | None = None
+        try:
+            while step < total:
+                started = time.perf_counter()
+                values = self.schedules.at(step)
+                record = self._optimise(step, values, batches)
+                if record is None:
+                    skipped += 1
+                step += 1
+                if record is not None and step % config.run.log_every == 0:
+                    record = distributed.mean_across_ranks(record, self.device)
+                    seconds = time.perf_counter() - started
+                    record.update(
+                        step=step,
+                        epoch=(step - 1) // self.schedules.steps_per_epoch,
+                        lr=values.lr,
+                        wd=values.weight_decay,
+                        momentum=values.teacher_momentum,
+                        teacher_temp=values.teacher_temp,
+                        images_per_s=self._images_per_step() / seconds,
+                        step_seconds=seconds,
+                        nonfinite_skipped=skipped,
+                        bad_images=_bad_image_count(self.dataset),
+                    )
+                    if writer is not None and tensorboard is not None:
+                        writer.write(record)
+                        for key, value in record.items():
+                            if key != "step" and isinstance(value, float):
+                                tensorboard.add_scalar(key, value, step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                if bar is not None:
+                    bar.update(1)
+                stopped_by = _agree(stop.signal_name, self.device)
+                if step % config.run.save_every == 0 or step == total or stopped_by:
+                    self._save(step, skipped)
+                if stopped_by:
+                    break
+        finally:
+            stop.restore()
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+            if tensorboard is not None:
+                tensorboard.close()
+            if ctx.is_main and (self.output / "metrics.jsonl").exists():
+                plot_loss_curves(
+                    read_metrics(self.output / "metrics.jsonl"), self.output / "loss.png"
+                )
+        return TrainResult(step, total, stopped_by, self.checkpoint_path)
+
+    def _optimise(
+        self, step: int, values: ScheduleValues, batches: Iterator[CanvasBatch]
+    ) -> dict[str, float] | None:
+        """One optimiser step; returns its metrics, or None when a non-finite step is skipped."""
+        config = self.config
+        accumulation = config.optim.accumulation
+        apply_schedule(self.optimizer, values)
+        totals = {"loss": 0.0, "loss_cls": 0.0, "loss_patch": 0.0, "matched_patches": 0.0}
+        for micro in range(accumulation):
+            seed = step_seed(config.run.seed, step, micro, self.ctx.rank)
+            torch.manual_seed(seed)
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            canvas = next(batches)
+            images = canvas.images.to(self.device, non_blocking=True)
+            sizes = canvas.sizes.to(self.device, non_blocking=True)
+            views = self.augment(images, sizes, generator=generator)
+            plan = self.step_module.plan(views)
+            sync = micro == accumulation - 1 or not isinstance(
+                self.forward, DistributedDataParallel
+            )
+            context = contextlib.nullcontext() if sync else self.forward.no_sync()  # type: ignore[operator]
+            with context:
+                with self._autocast():
+                    out = self.forward(views, plan, values.teacher_temp)
+                (out.loss / accumulation).backward()
+            totals["loss"] += out.loss.item() / accumulation
+            totals["loss_cls"] += out.cls_loss.item() / accumulation
+            totals["loss_patch"] += out.patch_loss.item() / accumulation
+            totals["matched_patches"] += float(out.matched_patches) / accumulation
+        loss = distributed.mean_across_ranks({"loss": totals["loss"]}, self.device)["loss"]
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            if config.run.on_nonfinite == "skip":
+                return None
+            raise TrainingError(
+                f"the loss is {loss} at step {step + 1}; stopped without saving, so "
+                f"{self.checkpoint_path} still holds the last good state. Remedies: a lower "
+                "optim.lr, longer optim.warmup_epochs, a smaller optim.clip_grad, "
+                "run.precision=fp32, or run.on_nonfinite=skip to skip such steps"
+            )
+        student = self.step_module.model.student
+        totals["grad_norm"] = clip_gradients(student.parameters(), config.optim.clip_grad)
+        if values.freeze_last_layer:
+            cancel_last_layer_gradients(h.last_layer for h in set(student.heads))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_module.model.update_teacher(values.teacher_momentum)
+        return totals
+
+
+def _agree(signal_name: str | None, device: torch.device) -> str | None:
+    """A stop requested on any rank stops every rank."""
+    flag = distributed.mean_across_ranks({"stop": 1.0 if signal_name else 0.0}, device)["stop"]
+    if flag <= 0:
+        return None
+    return signal_name or "SIGTERM"
+
+
+def _bad_image_count(dataset: Any) -> int:
+    log = getattr(dataset, "bad_images", None)
+    return int(log.count) if log is not None else 0
+
+
+def _tensorboard(folder: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder))
