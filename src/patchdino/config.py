@@ -101,6 +101,9 @@ class LossConfig:
     cls_weighting: str = "token"
     """token: CLS is one token among 1 + matches (reference); split: fixed cls_weight."""
     cls_weight: float = 0.5
+    patch_pairs_per_view: int = 0
+    """Keep at most this many randomly chosen matched patch pairs per (sample, view pair),
+    drawn anew every step; 0 keeps all. A cheaper setting: the heads run on fewer tokens."""
     centre: str = "position"
     """position: one centre per token position (reference) | shared: CLS + one for patches."""
     centre_momentum: float = 0.9
@@ -286,8 +289,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""Config files shipped with the package (``configs/`` in a checkout points here)."""
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a packaged config (``fashion_mnist_tiny``)."""
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    packaged = PACKAGED_CONFIGS / f"{name}.yaml"
+    return packaged if packaged.exists() else path
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path``, then ``overrides``; validated.
+
+    ``path`` may also name a packaged config without its folder and suffix
+    (``fashion_mnist_tiny``).
 
     Raises:
         ConfigError: listing every unknown key, wrong type and impossible value.
@@ -295,7 +314,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     config = Config()
     problems: list[str] = []
     if path is not None:
-        path = Path(path)
+        path = resolve_config_path(path)
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except OSError as err:
@@ -359,6 +378,10 @@ def validate(config: Config) -> list[str]:
     for name, values in probabilities.items():
         if any(not 0 <= p <= 1 for p in values):
             problems.append(f"{name} must lie in [0, 1], got {values}")
+    if lo.patch_pairs_per_view < 0:
+        problems.append(
+            f"loss.patch_pairs_per_view must be >= 0 (0 keeps all), got {lo.patch_pairs_per_view}"
+        )
     if lo.local_local and v.num_local < 2:
         problems.append("loss.local_local needs at least 2 local views (views.num_local >= 2)")
     if lo.matching == "nearest" and lo.match_threshold <= 0:
