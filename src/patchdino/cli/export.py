@@ -1,0 +1,41 @@
+"""``patchdino export``: one backbone of a pretraining checkpoint as a ``.safetensors`` file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from patchdino.cli.errors import UsageError
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights", required=True, help="checkpoint.pt of 'patchdino pretrain' or its run folder"
+    )
+    parser.add_argument(
+        "--checkpoint-key",
+        default="teacher",
+        metavar="teacher|student",
+        help="network to export (default: teacher)",
+    )
+    parser.add_argument("--dtype", default="float32", metavar="|".join(DTYPES))
+    parser.add_argument("--output", type=Path, required=True, help="a .safetensors file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from patchdino.eval.export import export_backbone
+
+    if args.dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    try:
+        path = export_backbone(
+            args.weights, args.output, args.checkpoint_key, getattr(torch, args.dtype)
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    print(f"{args.checkpoint_key} backbone of {args.weights} -> {path}")
+    return 0

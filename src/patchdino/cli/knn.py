@@ -1,0 +1,115 @@
+"""``patchdino knn``: DINO's weighted k-NN classification on frozen features.
+
+The train split is the memory bank, the test (or val) split the queries; cosine similarity,
+votes weighted by ``exp(s / T)``, top-1 and top-5 accuracy for each ``k``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from patchdino.cli.errors import UsageError
+from patchdino.cli.features import add_common_arguments, check_positive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=[10, 20, 100, 200], help="numbers of neighbours"
+    )
+    parser.add_argument("--temperature", type=float, default=0.07, help="vote temperature T")
+    parser.add_argument(
+        "--pool", default="cls", metavar="cls|mean|both", help="token pooling of the features"
+    )
+    parser.add_argument("--max-train", type=int, help="use a seeded random subset of the memory")
+    parser.add_argument("--max-test", type=int, help="use a seeded random subset of the queries")
+    parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
+
+
+def format_table(top1: dict[int, float], top5: dict[int, float]) -> str:
+    """Plain-text table of accuracies per ``k``."""
+    lines = [f"{'k':>6}  {'top-1':>7}  {'top-5':>7}"]
+    lines += [f"{k:>6}  {top1[k]:>7.2f}  {top5[k]:>7.2f}" for k in sorted(top1)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from patchdino.cli.features import feature_model, open_split, prepare, split_features
+    from patchdino.eval.eval_data import EvalDataError, align_labels
+    from patchdino.eval.knn import knn_classify
+
+    check_positive(max_train=args.max_train, max_test=args.max_test, ks=min(args.ks))
+    if args.temperature <= 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    started = time.perf_counter()
+    setup = prepare(args)
+    train_set = open_split(setup, "train")
+    test_set = open_split(setup, "test")
+    if train_set.classes is None:
+        raise UsageError(f"{args.data} has no labels; k-NN needs a labelled data set")
+    model = None if setup.backbone is None else feature_model(setup, args.pool)
+    train_feats, train_labels, stats = split_features(
+        setup, train_set, model, args, args.max_train, "features train"
+    )
+    test_feats, test_labels, _ = split_features(
+        setup, test_set, model, args, args.max_test, "features test", pixel_stats=stats
+    )
+    try:
+        test_labels = align_labels(train_set.classes, test_set.classes, test_labels)
+    except EvalDataError as err:
+        raise UsageError(str(err)) from err
+
+    num_train = int(train_feats.shape[0])
+    ks = sorted(set(args.ks))
+    kept = [k for k in ks if k <= num_train]
+    dropped = [k for k in ks if k > num_train]
+    if dropped:
+        print(
+            f"note: dropping k = {', '.join(map(str, dropped))}: larger than the "
+            f"{num_train} train images",
+            file=sys.stderr,
+        )
+    if not kept:
+        raise UsageError(f"every k is larger than the {num_train} train images")
+    try:
+        result = knn_classify(
+            train_feats,
+            train_labels,
+            test_feats,
+            test_labels,
+            ks=kept,
+            temperature=args.temperature,
+            num_classes=len(train_set.classes),
+            device=setup.device,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    seconds = time.perf_counter() - started
+
+    print(format_table(result.top1, result.top5))
+    record = {
+        "k": {str(k): result.top1[k] for k in kept},
+        "top5": {str(k): result.top5[k] for k in kept},
+        "weights": str(args.weights),
+        "checkpoint_key": None if setup.backbone is None else args.checkpoint_key,
+        "data": str(args.data),
+        "kind": setup.kind,
+        "pool": None if setup.backbone is None else args.pool,
+        "temperature": args.temperature,
+        "image_size": setup.image_size,
+        "num_train": num_train,
+        "num_test": int(test_feats.shape[0]),
+        "num_classes": len(train_set.classes),
+        "feature_dim": int(train_feats.shape[1]),
+        "seconds": round(seconds, 3),
+    }
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results: {output}")
+    return 0

@@ -1,0 +1,138 @@
+"""``patchdino linear``: linear probe on frozen features (DINO's linear evaluation).
+
+Features (the CLS tokens of the last blocks, optionally with the mean patch token) are
+computed once for both splits, then a linear classifier is trained on the train split and
+scored on the test (or val) split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from patchdino.cli.errors import UsageError
+from patchdino.cli.features import add_common_arguments, check_positive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--n-last-blocks", type=int, default=4, help="blocks whose CLS tokens are concatenated"
+    )
+    parser.add_argument(
+        "--avgpool", action="store_true", help="append the last block's mean patch token"
+    )
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument(
+        "--lr", type=float, default=0.001, help="base learning rate (x probe batch / 256)"
+    )
+    parser.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        help="candidate base rates, chosen on 10%% of the train split held out",
+    )
+    parser.add_argument("--probe-batch-size", type=int, default=1024, help="SGD batch size")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument(
+        "--normalize",
+        default="standardize",
+        metavar="standardize|none",
+        help="per-dimension feature standardisation (none: DINO's exact recipe)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-train", type=int, help="use a seeded random subset of the train split"
+    )
+    parser.add_argument("--max-test", type=int, help="use a seeded random subset of the test split")
+    parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from patchdino.cli.features import open_split, prepare, split_features
+    from patchdino.eval.eval_data import EvalDataError, align_labels
+    from patchdino.eval.linear import NORMALIZATIONS, MultiBlockFeatures, train_linear_probe
+
+    check_positive(
+        epochs=args.epochs,
+        n_last_blocks=args.n_last_blocks,
+        probe_batch_size=args.probe_batch_size,
+        max_train=args.max_train,
+        max_test=args.max_test,
+    )
+    if args.normalize not in NORMALIZATIONS:
+        raise UsageError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}")
+    if args.lr <= 0 or (args.lrs is not None and min(args.lrs) <= 0):
+        raise UsageError("learning rates must be > 0")
+    started = time.perf_counter()
+    setup = prepare(args)
+    model = None
+    if setup.backbone is not None:
+        depth = len(setup.backbone.model.blocks)
+        if args.n_last_blocks > depth:
+            raise UsageError(
+                f"--n-last-blocks {args.n_last_blocks} exceeds the backbone's {depth} blocks"
+            )
+        model = MultiBlockFeatures(setup.backbone.model, args.n_last_blocks, args.avgpool)
+    train_set = open_split(setup, "train")
+    test_set = open_split(setup, "test")
+    if train_set.classes is None:
+        raise UsageError(f"{args.data} has no labels; a linear probe needs a labelled data set")
+    train_feats, train_labels, stats = split_features(
+        setup, train_set, model, args, args.max_train, "features train"
+    )
+    test_feats, test_labels, _ = split_features(
+        setup, test_set, model, args, args.max_test, "features test", pixel_stats=stats
+    )
+    try:
+        test_labels = align_labels(train_set.classes, test_set.classes, test_labels)
+        result = train_linear_probe(
+            train_feats,
+            train_labels,
+            test_feats,
+            test_labels,
+            num_classes=len(train_set.classes),
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.probe_batch_size,
+            weight_decay=args.weight_decay,
+            normalize=args.normalize,
+            seed=args.seed,
+            device=setup.device,
+            progress=not args.no_progress,
+            lrs=args.lrs,
+        )
+    except (EvalDataError, ValueError) as err:
+        raise UsageError(str(err).strip().splitlines()[0]) from err
+    seconds = time.perf_counter() - started
+
+    print(f"linear probe: top-1 {result.top1:.2f}  top-5 {result.top5:.2f}  (lr {result.lr:g})")
+    record = {
+        "top1": result.top1,
+        "top5": result.top5,
+        "lr": result.lr,
+        "sweep": {f"{lr:g}": acc for lr, acc in result.sweep.items()},
+        "weights": str(args.weights),
+        "checkpoint_key": None if setup.backbone is None else args.checkpoint_key,
+        "data": str(args.data),
+        "kind": setup.kind,
+        "n_last_blocks": None if setup.backbone is None else args.n_last_blocks,
+        "avgpool": None if setup.backbone is None else args.avgpool,
+        "epochs": args.epochs,
+        "normalize": args.normalize,
+        "image_size": setup.image_size,
+        "num_train": int(train_feats.shape[0]),
+        "num_test": int(test_feats.shape[0]),
+        "num_classes": len(train_set.classes),
+        "feature_dim": int(train_feats.shape[1]),
+        "seconds": round(seconds, 3),
+        "history": result.history,
+    }
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results: {output}")
+    return 0

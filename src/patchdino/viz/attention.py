@@ -1,0 +1,135 @@
+"""Self-attention maps of the CLS token in the last block, one per head (as in DINO's figures).
+
+:func:`attention_maps` reads the last block's attention of a backbone;
+:func:`plot_attention` draws each image next to its per-head maps, upsampled to the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from patchdino.models.backbone import Backbone
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+@torch.no_grad()
+def attention_maps(backbone: Backbone, images: Tensor) -> Tensor:
+    """Attention of the CLS query to every patch in the last block, per head.
+
+    Args:
+        backbone: the network (its mode is left unchanged; use eval mode for figures).
+        images: ``(N, C, H, W)`` normalised images; ``H`` and ``W`` multiples of the patch
+            size ``p``.
+
+    Returns:
+        ``(N, heads, H / p, W / p)`` float32 maps on the device of ``images``; each head's
+        map sums to one minus the CLS token's attention to itself.
+    """
+    attn = backbone.get_last_selfattention(images)  # (N, heads, 1 + n, 1 + n)
+    p = backbone.patch_size
+    rows, cols = images.shape[-2] // p, images.shape[-1] // p
+    cls_to_patches = attn[:, :, 0, 1:]  # (N, heads, n)
+    return cls_to_patches.float().reshape(images.shape[0], attn.shape[1], rows, cols)
+
+
+def plot_attention(
+    images: Tensor,
+    attentions: Tensor,
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    heads: int | None = None,
+    show_mean: bool = True,
+    cmap: str = "inferno",
+    cell_inches: float = 1.6,
+) -> Path:
+    """Draw each image next to its per-head CLS attention maps and save a PNG.
+
+    Every map is upsampled to the image (nearest neighbour, so each patch stays a square) and
+    scaled to its own ``[min, max]`` for display.
+
+    Args:
+        images: ``(N, C, H, W)`` images, uint8 or float in ``[0, 1]``, ``C`` in (1, 3); the
+            pictures shown (not the normalised network input).
+        attentions: ``(N, heads, h, w)`` maps, e.g. from :func:`attention_maps`.
+        path: PNG file to write (its folder is created).
+        titles: one label per image (row), or None.
+        heads: draw only the first ``heads`` heads; None draws all.
+        show_mean: add a column with the mean over the drawn heads.
+        cmap: matplotlib colour map of the maps.
+        cell_inches: size of one panel.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: on mismatched or malformed shapes.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (N, 1 or 3, H, W), got {tuple(images.shape)}")
+    if attentions.ndim != 4 or attentions.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"attentions must be (N, heads, h, w) with N = {images.shape[0]}, got "
+            f"{tuple(attentions.shape)}"
+        )
+    if titles is not None and len(titles) != images.shape[0]:
+        raise ValueError(f"got {len(titles)} titles for {images.shape[0]} images")
+    num_heads = attentions.shape[1] if heads is None else min(heads, attentions.shape[1])
+    if num_heads < 1:
+        raise ValueError(f"heads must be at least 1, got {heads}")
+    height, width = images.shape[-2:]
+    maps = attentions[:, :num_heads].detach().float().cpu()  # (N, h', rows, cols)
+    if show_mean:
+        maps = torch.cat([maps, maps.mean(dim=1, keepdim=True)], dim=1)
+    maps = F.interpolate(maps, size=(height, width), mode="nearest")  # (N, h', H, W)
+    low = maps.amin(dim=(2, 3), keepdim=True)
+    high = maps.amax(dim=(2, 3), keepdim=True)
+    maps = (maps - low) / (high - low).clamp_min(1e-12)
+    pictures = _pictures(images)
+
+    num_rows, num_cols = images.shape[0], 1 + maps.shape[1]
+    figure, axes = plt.subplots(
+        num_rows,
+        num_cols,
+        figsize=(cell_inches * num_cols, cell_inches * num_rows),
+        squeeze=False,
+    )
+    for row in range(num_rows):
+        picture = pictures[row]
+        axes[row, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+        if titles is not None:
+            axes[row, 0].set_ylabel(titles[row], fontsize=8)
+        for col in range(1, num_cols):
+            axes[row, col].imshow(maps[row, col - 1].numpy(), cmap=cmap, vmin=0, vmax=1)
+    for col in range(num_cols):
+        label = "image" if col == 0 else f"head {col}"
+        if show_mean and col == num_cols - 1:
+            label = "mean"
+        axes[0, col].set_title(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _pictures(images: Tensor) -> list[np.ndarray]:
+    """``(N, C, H, W)`` images as ``(H, W)`` or ``(H, W, 3)`` float arrays in ``[0, 1]``."""
+    pixels = images.detach().cpu()
+    pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
+    pixels = pixels.clamp(0.0, 1.0)
+    if pixels.shape[1] == 1:
+        return [p[0].numpy() for p in pixels]
+    return [p.permute(1, 2, 0).numpy() for p in pixels]
