@@ -10,6 +10,7 @@ and reported at once by :class:`ConfigError` before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -193,6 +194,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float, or None; accepts text such as ``1e-3``, which YAML reads as text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Convert ``value`` to ``annotation`` or raise ValueError naming ``key``."""
     origin = typing.get_origin(annotation)
@@ -224,13 +239,17 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        number = _number(value)
+        if number is not None and number.is_integer():
+            return int(number)
         raise ValueError(f"{key}: expected an integer, got {value!r}")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{key}: expected a number, got {value!r}")
+        number = _number(value)
+        if number is None:
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -412,6 +431,13 @@ def validate(config: Config) -> list[str]:
             problems.append(f"{name} must be > 0, got {n}")
     if r.max_steps is not None and r.max_steps <= 0:
         problems.append(f"run.max_steps must be > 0, got {r.max_steps}")
+    if not 0 <= r.seed < 2**32:
+        problems.append(f"run.seed must lie in [0, 2**32), got {r.seed}")
+    if o.weight_decay < 0 or o.weight_decay_end < 0:
+        problems.append(
+            f"optim.weight_decay and weight_decay_end must be >= 0, got "
+            f"{o.weight_decay}, {o.weight_decay_end}"
+        )
     if not 0 <= m.drop_path < 1:
         problems.append(f"model.drop_path must lie in [0, 1), got {m.drop_path}")
     if o.lr <= 0 or o.min_lr < 0:

@@ -17,6 +17,12 @@ from patchdino import __version__
 COMMANDS: dict[str, str] = {
     "pretrain": "Local-global self-distillation pretraining.",
     "match": "Sample views of one image and draw their matched patches.",
+    "features": "Frozen features of a data set split, saved to .pt or .npz.",
+    "knn": "Weighted k-NN classification on frozen features (DINO's protocol).",
+    "linear": "Linear probe on frozen features.",
+    "export": "Export a checkpoint's backbone as .safetensors.",
+    "demo": "Pretrain on Fashion-MNIST, evaluate by k-NN and write a report.",
+    "bench": "Training-step throughput: model-only, input pipeline and end to end.",
 }
 
 

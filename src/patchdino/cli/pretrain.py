@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -44,8 +45,28 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     }
     fixed = [f"{key}={value}" for key, value in flags.items() if value is not None]
     if args.data is not None:
-        fixed[0] = f"data.path='{args.data}'"
+        # A JSON string is a valid YAML scalar: quotes, colons or '#' in the path stay text.
+        fixed[0] = f"data.path={json.dumps(str(args.data))}"
     return [*fixed, *args.overrides]
+
+
+def bad_image_message(err: BaseException) -> str | None:
+    """The message of an unreadable image file behind ``err``, or None for other errors.
+
+    A :class:`~patchdino.data.datasets.BadImageError` raised in a DataLoader worker reaches
+    the main process as a RuntimeError holding the worker's traceback; its last line is the
+    original message.
+    """
+    from patchdino.data.datasets import BadImageError
+
+    if isinstance(err, BadImageError):
+        return str(err)
+    text = str(err)
+    if isinstance(err, RuntimeError) and text.startswith("Caught BadImageError"):
+        marker = "BadImageError: "
+        last = text.strip().splitlines()[-1]
+        return last.split(marker, 1)[1] if marker in last else last
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as err:
         print(f"patchdino pretrain: error: {err}", file=sys.stderr)
         return 1
+    except (ValueError, RuntimeError) as err:
+        message = bad_image_message(err)
+        if message is None:
+            raise
+        raise UsageError(message) from err
     if trainer.ctx.is_main:
         if result.stopped_by:
             print(

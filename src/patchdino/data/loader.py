@@ -55,6 +55,47 @@ def batch_indices(
     ]
 
 
+def resume_position(
+    samples_seen: int, saved_global_batch: int, global_batch: int, num_samples: int
+) -> int:
+    """Where a stream of global batches of ``global_batch`` continues another one's data.
+
+    A run that stepped through global (micro-)batches of ``saved_global_batch`` samples
+    (per-process batch times its world size) and consumed ``samples_seen`` samples stopped in
+    some epoch, part-way through its permutation. The continuation, whose global batch may be
+    different (another world size or per-process batch), resumes in the same epoch at the
+    same place in the permutation, rounded down to a whole batch of its own (at most
+    ``global_batch - 1`` samples are seen twice); if the saved run had gone past the last full
+    batch of the new size, it starts the next epoch. Each epoch drops a different remainder
+    for each batch size, so ``samples_seen // global_batch`` alone drifts by whole epochs.
+
+    Args:
+        samples_seen: samples consumed by the saved run (all ranks, all micro-steps).
+        saved_global_batch: samples per micro-step of the saved run, over all ranks.
+        global_batch: samples per micro-step of the continuing run, over all ranks.
+        num_samples: size of the data set (the same for both runs).
+
+    Returns:
+        The continuing stream's position in micro-steps since the start of epoch 0.
+
+    Raises:
+        ValueError: when a batch is larger than the data set or a count is negative.
+    """
+    if samples_seen < 0 or min(saved_global_batch, global_batch) < 1:
+        raise ValueError(
+            f"need samples_seen >= 0 and positive batches, got {samples_seen}, "
+            f"{saved_global_batch}, {global_batch}"
+        )
+    if max(saved_global_batch, global_batch) > num_samples:
+        raise ValueError(
+            f"a global batch of {max(saved_global_batch, global_batch)} does not fit in a data "
+            f"set of {num_samples} samples"
+        )
+    epoch, done = divmod(samples_seen // saved_global_batch, num_samples // saved_global_batch)
+    steps_per_epoch = num_samples // global_batch
+    return epoch * steps_per_epoch + min(done * saved_global_batch // global_batch, steps_per_epoch)
+
+
 class _IndexBatches(torch.utils.data.Sampler[list[int]]):
     def __init__(self, batches: list[Tensor]) -> None:
         self.batches = batches

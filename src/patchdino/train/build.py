@@ -10,6 +10,7 @@ from patchdino.data.datasets.detect import detect_kind
 from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec
 from patchdino.losses import LocalGlobalLoss
 from patchdino.models import StudentTeacher
+from patchdino.train.step import PretrainStep
 
 FILE_KINDS = ("imagefolder", "flat")
 FILE_CANVAS = 320
@@ -128,4 +129,15 @@ def build_loss(config: Config) -> LocalGlobalLoss:
         cls_weighting=lo.cls_weighting,
         cls_weight=lo.cls_weight,
         local_local=lo.local_local,
+    )
+
+
+def build_step(config: Config, in_chans: int) -> PretrainStep:
+    """Model, loss and matching of ``config`` as one :class:`PretrainStep` (on the CPU)."""
+    return PretrainStep(
+        build_model(config, in_chans),
+        build_loss(config),
+        config.loss.matching,
+        config.loss.match_threshold,
+        patch_pairs_per_view=config.loss.patch_pairs_per_view,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,16 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically write ``state`` to ``path``.
 
+    Temporary files left next to ``path`` by a process killed while saving are removed first.
+
     Raises:
         CheckpointError: the write failed (for example, the disk is full). The previous
             checkpoint at ``path``, if any, is left intact and the temporary file removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
@@ -77,13 +82,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise CheckpointError(
-            f"refusing to load {path}: it contains objects that are not plain tensors or "
-            f"containers ({first}); only load checkpoints you trust"
-        ) from err
+        raise _unpickling_error(path, err) from err
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        reason = str(err).strip() or f"{type(err).__name__}: the file is empty or cut short"
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a patchdino checkpoint (top level is not a dict)")
     return state
+
+
+def _unpickling_error(path: Path, err: pickle.UnpicklingError) -> CheckpointError:
+    """A short message for what the restricted unpickler refused (its own text is long)."""
+    text = str(err)
+    imported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if imported:
+        return CheckpointError(
+            f"refusing to load {path}: it would import and call {imported.group(1)} when "
+            "unpickled, and a checkpoint holds only tensors and plain containers; only load "
+            "checkpoints you trust"
+        )
+    detail = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
+    reason = detail[0].strip() if detail else (text.strip().splitlines() or ["unknown"])[0]
+    return CheckpointError(
+        f"cannot read checkpoint {path}: it is not a PyTorch file of tensors and plain "
+        f"containers ({reason}); only load checkpoints you trust"
+    )

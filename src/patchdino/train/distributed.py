@@ -1,17 +1,21 @@
 """torch.distributed set-up for torchrun launches; a plain process stays single-process.
 
-``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; when they are present the
-process group is initialised with NCCL on CUDA and gloo on CPU. Nothing here is called
-unconditionally on a single process.
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``; when they
+are present the process group is initialised with NCCL on CUDA and gloo on CPU, and each
+process takes the GPU of its local rank. Every collective here is skipped when no process
+group is initialised, so a plain process never communicates.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ def init_distributed(device: torch.device) -> DistributedContext:
     """
     if not launched_by_torchrun():
         return DistributedContext()
+    if not dist.is_available():
+        raise ValueError(
+            "launched by torchrun (RANK and WORLD_SIZE are set) but this PyTorch build has no "
+            "torch.distributed support; run a single process with plain `patchdino pretrain`"
+        )
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -56,17 +65,62 @@ def init_distributed(device: torch.device) -> DistributedContext:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks this process's GPU (``LOCAL_RANK`` under torchrun) or the CPU."""
+    """``auto`` picks this process's GPU (``LOCAL_RANK`` under torchrun) or the CPU.
+
+    Raises:
+        ValueError: CUDA is asked for but absent, the local rank has no GPU of its own, or
+            several processes of one node were pinned to the same ``cuda:N``.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("run.device is cuda but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise ValueError(
+                f"local rank {local_rank} has no GPU: this node has {count}; launch at most "
+                f"{count} processes per node (torchrun --nproc_per_node={count})"
+            )
         return torch.device("cuda", local_rank)
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"run.device is {name} but no CUDA device is available")
+    if device.type == "cuda" and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            f"run.device={name} would put every process of this node on one GPU; use "
+            "run.device=cuda (or auto) under torchrun, each process then takes the GPU of "
+            "its LOCAL_RANK"
+        )
     return device
+
+
+def wrap_model(
+    module: nn.Module, device: torch.device, find_unused_parameters: bool = False
+) -> nn.Module:
+    """``module`` in :class:`DistributedDataParallel`, which averages gradients over ranks.
+
+    Buffers (the loss centre, kept equal on every rank by its own all-reduce) are synchronised
+    once at the start and not before every forward pass.
+
+    Args:
+        module: the module whose forward computes the loss (every trainable parameter used in
+            the loss must be reached through it).
+        device: this process's device; a CUDA device is passed to DDP as ``device_ids``.
+        find_unused_parameters: search the autograd graph after every forward pass for
+            parameters that get no gradient (needed only when some never do; costs a graph
+            traversal per step).
+    """
+    options: dict[str, object] = {"find_unused_parameters": find_unused_parameters}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        options["forward_sync_buffers"] = False
+    else:
+        options["broadcast_buffers"] = False
+    return DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,9 +34,14 @@ class MetricsWriter:
         self.path = Path(path)
         kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w") as handle:
+        # Rewritten beside and renamed over the old file: a kill here loses no record.
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w") as handle:
             for record in kept:
                 handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
         self._handle: IO[str] = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:

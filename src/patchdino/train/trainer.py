@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from patchdino.config import Config
-from patchdino.data.loader import BatchStream, CanvasBatch
+from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
 from patchdino.train import distributed
 from patchdino.train.build import (
     build_augmentation,
@@ -39,7 +39,7 @@ from patchdino.train.build import (
     normalisation,
     open_dataset,
 )
-from patchdino.train.checkpoint import load_checkpoint, save_checkpoint
+from patchdino.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from patchdino.train.metrics import MetricsWriter, read_metrics
 from patchdino.train.optim import (
     apply_schedule,
@@ -54,10 +54,11 @@ from patchdino.viz.curves import plot_loss_curves
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "patchdino-pretrain-v1"
+LOSS_KEYS = ("loss", "loss_cls", "loss_patch", "matched_patches")
 
 
 class TrainingError(RuntimeError):
-    """The run cannot continue (non-finite loss, incompatible checkpoint...)."""
+    """The run cannot continue (a non-finite loss or gradient norm, storage not shared...)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ class TrainResult:
     total_steps: int
     stopped_by: str | None
     checkpoint: Path
+
+
+def has_unused_parameters(config: Config) -> bool:
+    """Whether some trainable student parameters never get a gradient under ``config``.
+
+    A separate patch head without the patch loss is built but never used; DDP must then look
+    for unused parameters after each forward pass (or it fails on the second step).
+    """
+    return config.model.patch_head == "separate" and not config.loss.patch_loss
 
 
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
@@ -97,6 +107,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
         self._prepare_data()
         self._prepare_model()
+        self._resumed_at = (0, 0)  # (optimiser step, stream micro-step) the run started from
 
     # ----------------------------------------------------------------------------- set-up
     def _prepare_data(self) -> None:
@@ -131,7 +142,11 @@ class Trainer:
         torch.manual_seed(config.run.seed)
         model = build_model(config, self.channels)
         self.step_module = PretrainStep(
-            model, build_loss(config), config.loss.matching, config.loss.match_threshold
+            model,
+            build_loss(config),
+            config.loss.matching,
+            config.loss.match_threshold,
+            patch_pairs_per_view=config.loss.patch_pairs_per_view,
         ).to(self.device)
         if config.run.compile:
             model.student.backbone.compile()
@@ -139,10 +154,8 @@ class Trainer:
         self.optimizer = build_optimizer(model.student)
         self.forward: torch.nn.Module = self.step_module
         if self.ctx.enabled:
-            self.forward = DistributedDataParallel(
-                self.step_module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
+            self.forward = distributed.wrap_model(
+                self.step_module, self.device, has_unused_parameters(config)
             )
 
     @property
@@ -161,7 +174,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": step,
-            "samples_seen": step * self._images_per_step(),
+            "samples_seen": self._samples_seen(step),
             "model": self.step_module.model.state_dict(),
             "loss": self.step_module.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -176,26 +189,58 @@ class Trainer:
         o = self.config.optim
         return o.batch_size * o.accumulation * self.ctx.world_size
 
+    def _samples_seen(self, step: int) -> int:
+        """Data position after ``step`` in samples: this stream's micro-steps x global batch.
+
+        Counted from where this run resumed, so that it stays right after a resume with another
+        world size or batch size (:func:`~patchdino.data.loader.resume_position`).
+        """
+        start_step, start_micro = self._resumed_at
+        micro = start_micro + (step - start_step) * self.config.optim.accumulation
+        return micro * self.config.optim.batch_size * self.ctx.world_size
+
     def _resume(self) -> tuple[int, int, int]:
         """Load ``checkpoint.pt`` if present: ``(step, stream micro-step, skipped)``."""
-        if not self.checkpoint_path.exists():
+        found = float(self.checkpoint_path.exists())
+        found = distributed.mean_across_ranks({"found": found}, self.device)["found"]
+        if 0.0 < found < 1.0:
+            raise TrainingError(
+                f"{self.checkpoint_path} is visible to some processes only: the output folder "
+                "must be on storage shared by every node"
+            )
+        if found == 0.0:
             return 0, 0, 0
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise TrainingError(f"{self.checkpoint_path} is not a patchdino pretraining checkpoint")
+            raise CheckpointError(
+                f"{self.checkpoint_path} is not a patchdino pretraining checkpoint"
+            )
         saved_model = state["config"]["model"]
         now_model = self.config.to_dict()["model"]
         changed = [k for k in now_model if saved_model.get(k) != now_model[k]]
         if changed:
-            raise TrainingError(
+            raise CheckpointError(
                 f"cannot resume {self.checkpoint_path}: model settings differ from the "
                 f"checkpoint ({', '.join(f'model.{k}' for k in changed)}); use another --output"
             )
-        self.step_module.model.load_state_dict(state["model"])
-        self.step_module.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.step_module.model.load_state_dict(state["model"])
+            self.step_module.loss.load_state_dict(state["loss"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            changes = _changed_settings(state["config"], self.config.to_dict())
+            raise CheckpointError(
+                f"cannot resume {self.checkpoint_path}: it does not fit the current "
+                f"configuration ({_first_line(err)}); settings changed since it was saved: "
+                f"{', '.join(changes) or 'none'}. Restore them or use another --output"
+            ) from err
         step = int(state["step"])
-        micro = int(state["samples_seen"]) // (self.config.optim.batch_size * self.ctx.world_size)
+        micro = resume_position(
+            int(state["samples_seen"]),
+            int(state["config"]["optim"]["batch_size"]) * int(state["world_size"]),
+            self.config.optim.batch_size * self.ctx.world_size,
+            len(self.dataset),
+        )
         return step, micro, int(state.get("nonfinite_skipped", 0))
 
     def _save(self, step: int, skipped: int) -> None:
@@ -215,13 +260,14 @@ class Trainer:
         """Train until ``schedules.total_steps``; returns early on a stop signal."""
         config, ctx = self.config, self.ctx
         step, micro, skipped = self._resume()
+        self._resumed_at = (step, micro)
         total = self.schedules.total_steps
         writer = tensorboard = bar = None
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "config.yaml").write_text(config.to_yaml())
             writer = MetricsWriter(self.output / "metrics.jsonl", resume_step=step)
-            tensorboard = _tensorboard(self.output / "tensorboard")
+            tensorboard = _tensorboard(self.output / "tensorboard", purge_step=step + 1)
             if self.progress:
                 from tqdm.auto import tqdm
 
@@ -239,8 +285,9 @@ class Trainer:
                 record = self._optimise(step, values, batches)
                 if record is None:
                     skipped += 1
+                    record = dict.fromkeys(LOSS_KEYS, math.nan)  # logged as null
                 step += 1
-                if record is not None and step % config.run.log_every == 0:
+                if step % config.run.log_every == 0:
                     record = distributed.mean_across_ranks(record, self.device)
                     seconds = time.perf_counter() - started
                     record.update(
@@ -290,6 +337,10 @@ class Trainer:
         config = self.config
         accumulation = config.optim.accumulation
         apply_schedule(self.optimizer, values)
+        # The centre moves during the forward pass; a skipped step puts it back.
+        centre = None
+        if config.run.on_nonfinite == "skip":
+            centre = {k: v.clone() for k, v in self.step_module.loss.state_dict().items()}
         totals = {"loss": 0.0, "loss_cls": 0.0, "loss_patch": 0.0, "matched_patches": 0.0}
         for micro in range(accumulation):
             seed = step_seed(config.run.seed, step, micro, self.ctx.rank)
@@ -299,7 +350,7 @@ class Trainer:
             images = canvas.images.to(self.device, non_blocking=True)
             sizes = canvas.sizes.to(self.device, non_blocking=True)
             views = self.augment(images, sizes, generator=generator)
-            plan = self.step_module.plan(views)
+            plan = self.step_module.plan(views, generator)
             sync = micro == accumulation - 1 or not isinstance(
                 self.forward, DistributedDataParallel
             )
@@ -313,18 +364,30 @@ class Trainer:
             totals["loss_patch"] += out.patch_loss.item() / accumulation
             totals["matched_patches"] += float(out.matched_patches) / accumulation
         loss = distributed.mean_across_ranks({"loss": totals["loss"]}, self.device)["loss"]
-        if not math.isfinite(loss):
+        student = self.step_module.model.student
+        grad_norm = math.nan
+        if math.isfinite(loss):
+            grad_norm = clip_gradients(student.parameters(), config.optim.clip_grad)
+        if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            if config.run.on_nonfinite == "skip":
+            if centre is not None:
+                self.step_module.loss.load_state_dict(centre)
                 return None
+            if math.isfinite(loss):
+                bad = f"the gradient norm is {grad_norm}"
+            else:
+                bad = f"the loss is {loss}"
+            kept = (
+                f"{self.checkpoint_path} still holds the last good state"
+                if self.checkpoint_path.exists()
+                else "no checkpoint was saved yet"
+            )
             raise TrainingError(
-                f"the loss is {loss} at step {step + 1}; stopped without saving, so "
-                f"{self.checkpoint_path} still holds the last good state. Remedies: a lower "
-                "optim.lr, longer optim.warmup_epochs, a smaller optim.clip_grad, "
+                f"{bad} at step {step + 1}; stopped without saving ({kept}). Remedies: a "
+                "lower optim.lr, longer optim.warmup_epochs, a smaller optim.clip_grad, "
                 "run.precision=fp32, or run.on_nonfinite=skip to skip such steps"
             )
-        student = self.step_module.model.student
-        totals["grad_norm"] = clip_gradients(student.parameters(), config.optim.clip_grad)
+        totals["grad_norm"] = grad_norm
         if values.freeze_last_layer:
             cancel_last_layer_gradients(h.last_layer for h in set(student.heads))
         self.optimizer.step()
@@ -341,12 +404,32 @@ def _agree(signal_name: str | None, device: torch.device) -> str | None:
     return signal_name or "SIGTERM"
 
 
+def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Dotted keys outside ``run`` whose value differs between two config dicts."""
+    return [
+        f"{section}.{key}"
+        for section, values in now.items()
+        if section != "run"
+        for key, value in values.items()
+        if saved.get(section, {}).get(key) != value
+    ]
+
+
+def _first_line(err: BaseException) -> str:
+    """The first informative line of an error (PyTorch's state-dict errors start with a title)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[1]
+    return lines[0] if lines else type(err).__name__
+
+
 def _bad_image_count(dataset: Any) -> int:
     log = getattr(dataset, "bad_images", None)
     return int(log.count) if log is not None else 0
 
 
-def _tensorboard(folder: Path) -> Any:
+def _tensorboard(folder: Path, purge_step: int) -> Any:
+    """Event writer; events from ``purge_step`` on (left by a killed run) are hidden."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(folder))
+    return SummaryWriter(str(folder), purge_step=purge_step if purge_step > 1 else None)

@@ -1,0 +1,67 @@
+"""`patchdino pretrain` argument handling and error reporting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from patchdino.cli.main import build_parser, main
+from patchdino.cli.pretrain import bad_image_message, overrides_from_args
+from patchdino.config import load_config
+from patchdino.data.datasets import BadImageError
+
+
+def parse(*argv: str) -> list[str]:
+    return overrides_from_args(build_parser().parse_args(["pretrain", *argv]))
+
+
+def test_flags_become_config_fields() -> None:
+    strange = '/data/it\'s a "set": #1'
+    overrides = parse(
+        "--output",
+        "run",
+        "--data",
+        strange,
+        "--max-steps",
+        "3",
+        "--epochs",
+        "5",
+        "--save-every",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cuda:1",
+        "optim.lr=1e-3",
+    )
+    config = load_config(None, overrides)
+    assert config.data.path == strange
+    assert config.run.max_steps == 3 and config.optim.epochs == 5 and config.run.save_every == 2
+    assert config.optim.batch_size == 4 and config.run.device == "cuda:1"
+    assert config.optim.lr == 1e-3
+
+
+def test_free_overrides_come_after_flags() -> None:
+    config = load_config(None, parse("--output", "run", "--max-steps", "3", "run.max_steps=5"))
+    assert config.run.max_steps == 5
+
+
+def test_output_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain"])
+    assert exit_info.value.code == 2
+    assert "--output" in capsys.readouterr().err
+
+
+def test_bad_image_message_unwraps_worker_errors(tmp_path: Path) -> None:
+    error = BadImageError(tmp_path / "x.jpg", "the file is empty (0 bytes)")
+    assert bad_image_message(error) == str(error)
+    worker = RuntimeError(
+        "Caught BadImageError in DataLoader worker process 1.\nOriginal Traceback (most recent "
+        'call last):\n  File "decode.py", line 9, in decode_image\n    raise BadImageError\n'
+        f"patchdino.data.datasets.bad_images.BadImageError: {error}\n"
+    )
+    assert bad_image_message(worker) == str(error)
+    assert bad_image_message(RuntimeError("CUDA out of memory")) is None
+    assert bad_image_message(ValueError("something else")) is None

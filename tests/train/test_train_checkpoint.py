@@ -1,0 +1,155 @@
+"""Checkpoints: atomic writes on a full disk, hostile pickles, unusable files, wrong settings."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from train_fixtures import cli_args, run_cli, single_thread, skip_loss_plots, write_idx_folder
+
+from patchdino.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from patchdino.train.trainer import CHECKPOINT_FORMAT
+
+
+@pytest.fixture(autouse=True)
+def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_loss_plots(monkeypatch)
+
+
+class CreatesFileWhenUnpickled:
+    """Unpickling this runs ``open(marker, 'w')``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def hostile_checkpoint(path: Path, marker: Path) -> Path:
+    state = {"format": CHECKPOINT_FORMAT, "step": 1, "payload": CreatesFileWhenUnpickled(marker)}
+    torch.save(state, path)
+    return path
+
+
+def test_the_hostile_file_really_runs_code_when_loaded_unsafely(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = hostile_checkpoint(tmp_path / "checkpoint.pt", marker)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_load_checkpoint_refuses_code_in_a_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = hostile_checkpoint(tmp_path / "checkpoint.pt", marker)
+    with pytest.raises(CheckpointError, match=r"refusing to load .* call exec when unpickled"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_pretrain_refuses_to_resume_a_hostile_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_idx_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "ran"
+    hostile_checkpoint(out / "checkpoint.pt", marker)
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    with single_thread():
+        assert run_cli(cli_args(data, out, 2)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("patchdino pretrain: error: refusing to load")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoint.pt"
+    previous = {"step": 2, "weights": torch.arange(6.0)}
+    save_checkpoint(previous, path)
+
+    def partial_write(obj: object, handle: Any) -> None:
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", partial_write)
+    with pytest.raises(CheckpointError, match=r"the disk is full.*previous checkpoint .* intact"):
+        save_checkpoint({"step": 4, "weights": torch.zeros(6)}, path)
+    monkeypatch.undo()
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    state = load_checkpoint(path)
+    assert state["step"] == 2 and torch.equal(state["weights"], previous["weights"])
+
+
+def test_save_removes_temporary_files_of_a_killed_save(tmp_path: Path) -> None:
+    stale = tmp_path / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"a save killed half-way")
+    other = tmp_path / ".other.pt.abc123.tmp"
+    other.write_bytes(b"not ours")
+    save_checkpoint({"step": 1}, tmp_path / "checkpoint.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "checkpoint.pt"]
+    assert load_checkpoint(tmp_path / "checkpoint.pt") == {"step": 1}
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None], ids=["empty", "junk", "cut"])
+def test_unreadable_checkpoints_raise_checkpoint_error(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    path = tmp_path / "checkpoint.pt"
+    if content is None:
+        save_checkpoint({"step": 1, "weights": torch.ones(1000)}, path)
+        content = path.read_bytes()[:500]
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_load_checkpoint_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="top level is not a dict"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("views.global_size=24", "views.global_size"),
+        ("model.hidden_dim=48", "model.hidden_dim"),
+    ],
+)
+def test_resuming_with_incompatible_settings_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str, named: str
+) -> None:
+    data = write_idx_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    with single_thread():
+        assert run_cli(cli_args(data, out, 1)) == 0
+        before = (out / "checkpoint.pt").read_bytes()
+        capsys.readouterr()
+        assert run_cli(cli_args(data, out, 2, change)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"patchdino pretrain: error: cannot resume {out / 'checkpoint.pt'}")
+    assert named in err and "Traceback" not in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_foreign_checkpoint_is_not_resumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_idx_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    save_checkpoint({"state_dict": {"w": torch.ones(2)}}, out / "checkpoint.pt")
+    with single_thread():
+        assert run_cli(cli_args(data, out, 1)) == 2
+    assert "is not a patchdino pretraining checkpoint" in capsys.readouterr().err

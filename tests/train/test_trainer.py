@@ -1,0 +1,193 @@
+"""Pretraining end to end on CPU: artefacts, exact resume, loss and data variants."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from train_fixtures import (
+    cli_args,
+    losses,
+    run_cli,
+    single_thread,
+    skip_loss_plots,
+    steps,
+    tensorboard_scalars,
+    tiny_config,
+    write_idx_folder,
+    write_image_folder,
+)
+
+import patchdino.train.trainer as trainer_module
+from patchdino.config import load_config
+from patchdino.train.checkpoint import load_checkpoint
+from patchdino.train.metrics import MetricsWriter, read_metrics
+from patchdino.train.trainer import Trainer
+from patchdino.viz.curves import plot_loss_curves
+
+METRIC_KEYS = {
+    "loss",
+    "loss_cls",
+    "loss_patch",
+    "lr",
+    "wd",
+    "momentum",
+    "teacher_temp",
+    "matched_patches",
+    "images_per_s",
+    "nonfinite_skipped",
+    "bad_images",
+}
+
+
+@pytest.fixture(autouse=True)
+def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_loss_plots(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_idx_folder(tmp_path_factory.mktemp("fashion"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run folder of an uninterrupted 4-step run."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    with single_thread(), pytest.MonkeyPatch.context() as patch:
+        skip_loss_plots(patch)
+        assert run_cli(cli_args(data, out, 4)) == 0
+    return out
+
+
+def test_two_step_run_writes_every_artefact(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trainer_module, "plot_loss_curves", plot_loss_curves)
+    config = tiny_config(data, "run.max_steps=2")
+    out = tmp_path / "run"
+    with single_thread():
+        result = Trainer(config, out, progress=False).run()
+    assert (result.step, result.total_steps, result.stopped_by) == (2, 2, None)
+
+    assert load_config(out / "config.yaml") == config
+
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        assert METRIC_KEYS <= set(record), METRIC_KEYS - set(record)
+        for key in METRIC_KEYS:
+            assert math.isfinite(record[key]), (key, record[key])
+        assert record["loss"] == pytest.approx(record["loss_cls"] + record["loss_patch"])
+        assert record["matched_patches"] > 0 and record["images_per_s"] > 0
+
+    scalars = tensorboard_scalars(out, "loss")
+    assert [s for s, _ in scalars] == [1, 2]
+    assert [v for _, v in scalars] == pytest.approx([r["loss"] for r in records])
+
+    with Image.open(out / "loss.png") as image:
+        assert image.format == "PNG" and image.width > 100
+
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 2 and state["samples_seen"] == 16
+    assert state["config"] == config.to_dict()
+    assert {"model", "loss", "optimizer"} <= set(state)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def stop_after(monkeypatch: pytest.MonkeyPatch, stop_step: int, name: str = "SIGUSR1") -> None:
+    """Send this process ``name`` right after the metrics of ``stop_step`` are written."""
+
+    class SignallingWriter(MetricsWriter):
+        def write(self, record: dict[str, Any]) -> None:
+            super().write(record)
+            if record["step"] == stop_step:
+                os.kill(os.getpid(), getattr(signal, name))
+
+    monkeypatch.setattr(trainer_module, "MetricsWriter", SignallingWriter)
+
+
+def test_stopped_run_resumes_to_the_uninterrupted_losses(
+    data: Path,
+    uninterrupted: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "run"
+    args = cli_args(data, out, 4)
+    with single_thread():
+        with monkeypatch.context() as patch:
+            stop_after(patch, 2)
+            assert run_cli(args) == 143
+        assert "SIGUSR1 received: saved step 2/4" in capsys.readouterr().err
+        assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+        assert steps(out) == [1, 2]
+        assert run_cli(args) == 0
+
+    assert steps(out) == [1, 2, 3, 4]
+    assert losses(out) == losses(uninterrupted)
+    assert losses(out, "loss_patch") == losses(uninterrupted, "loss_patch")
+    assert [s for s, _ in tensorboard_scalars(out, "loss")] == [1, 2, 3, 4]
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+
+def test_extending_max_steps_continues_on_the_longer_schedule(
+    data: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    """Schedules span run.max_steps: steps 3-4 follow the 4-step schedule after a 2-step run."""
+    out = tmp_path / "run"
+    with single_thread():
+        assert run_cli(cli_args(data, out, 2)) == 0
+        first = losses(out)
+        assert run_cli(cli_args(data, out, 4)) == 0
+    assert steps(out) == [1, 2, 3, 4]
+    assert losses(out)[:2] == first == losses(uninterrupted)[:2]
+    for key in ("lr", "wd", "momentum", "teacher_temp"):
+        assert losses(out, key)[2:] == losses(uninterrupted, key)[2:], key
+    assert all(math.isfinite(v) for v in losses(out))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss.patch_loss=false"],
+        ["loss.matching=nearest", "loss.match_threshold=0.75"],
+        ["loss.local_local=true"],
+        ["optim.accumulation=2", "optim.batch_size=4"],
+        ["model.patch_head=separate", "loss.centre=shared"],
+    ],
+    ids=["no-patch-loss", "nearest", "local-local", "accumulation", "separate-head"],
+)
+def test_loss_variants_train(data: Path, tmp_path: Path, overrides: list[str]) -> None:
+    out = tmp_path / "run"
+    config = tiny_config(data, "run.max_steps=2", *overrides)
+    with single_thread():
+        Trainer(config, out, progress=False).run()
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["samples_seen"] == 16  # 8 images per optimiser step in every variant
+    if not config.loss.patch_loss:
+        assert all(r["loss_patch"] == 0 for r in records)
+    else:
+        assert all(r["loss_patch"] > 0 and r["matched_patches"] > 0 for r in records)
+
+
+def test_image_folder_of_files_trains_without_workers(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "images", per_class=6)
+    out = tmp_path / "run"
+    config = tiny_config(folder, "run.max_steps=2", "data.canvas=24", "data.num_workers=0")
+    with single_thread():
+        result = Trainer(config, out, progress=False).run()
+    assert result.step == 2
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["bad_images"] == 0 for r in records)
+    assert load_checkpoint(out / "checkpoint.pt")["data_kind"] == "imagefolder"
