@@ -256,12 +256,19 @@ class Trainer:
             yield from self.stream.epoch(epoch, offset)
             epoch, offset = epoch + 1, 0
 
-    def run(self) -> TrainResult:
-        """Train until ``schedules.total_steps``; returns early on a stop signal."""
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train until ``schedules.total_steps``; returns early on a stop signal.
+
+        Args:
+            until: stop (and save) after this step instead, keeping the schedules of the
+                whole run; a later call continues from the checkpoint. For evaluations in
+                the middle of a run.
+        """
         config, ctx = self.config, self.ctx
         step, micro, skipped = self._resume()
         self._resumed_at = (step, micro)
         total = self.schedules.total_steps
+        end = total if until is None else min(until, total)
         writer = tensorboard = bar = None
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -279,7 +286,7 @@ class Trainer:
         self.step_module.train()
         stopped_by: str | None = None
         try:
-            while step < total:
+            while step < end:
                 started = time.perf_counter()
                 values = self.schedules.at(step)
                 record = self._optimise(step, values, batches)
@@ -312,7 +319,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                 stopped_by = _agree(stop.signal_name, self.device)
-                if step % config.run.save_every == 0 or step == total or stopped_by:
+                if step % config.run.save_every == 0 or step == end or stopped_by:
                     self._save(step, skipped)
                 if stopped_by:
                     break

@@ -1,0 +1,256 @@
+"""Does the patch loss help? Pretrain variants with an identical budget, evaluate by k-NN and
+a linear probe, and write a JSON summary plus k-NN-versus-step curves.
+
+Every variant uses the same config, steps, batch, model, seed and augmentations; only the
+loss options differ:
+
+- ``dino``: patch loss off (plain DINO through the same code path);
+- ``grid``: local-global loss with the paper's grid matching;
+- ``nearest``: local-global loss with nearest-centre matching;
+- ``grid_sampled``: grid matching with at most 8 matched pairs per view pair (cheaper).
+
+Example (the numbers in docs/results.md):
+
+    python benchmarks/quality.py --config fashion_mnist_tiny --steps 600 --seeds 0 \
+        --eval-every 150 --output runs/quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchdino.config import Config, load_config
+from patchdino.eval import extract_features, knn_classify, train_linear_probe
+from patchdino.eval.backbone_loading import PooledBackbone
+from patchdino.eval.eval_data import Normalise, eval_loader, open_split
+from patchdino.train.build import data_kind, data_path, normalisation
+from patchdino.train.trainer import Trainer
+
+VARIANTS: dict[str, list[str]] = {
+    "dino": ["loss.patch_loss=false"],
+    "grid": ["loss.patch_loss=true", "loss.matching=grid"],
+    "nearest": ["loss.patch_loss=true", "loss.matching=nearest"],
+    "grid_sampled": ["loss.patch_loss=true", "loss.matching=grid", "loss.patch_pairs_per_view=8"],
+}
+
+
+class Evaluator:
+    """k-NN (and, at the end, a linear probe) of a backbone on the train/test splits."""
+
+    def __init__(self, config: Config, device: torch.device, curve_train: int, curve_test: int):
+        self.kind = data_kind(config)
+        path = str(data_path(config))
+        size = config.views.global_size
+        self.train = open_split(path, "train", self.kind, config.data.channels, size)
+        self.test = open_split(path, "test", self.kind, config.data.channels, size)
+        mean, std = normalisation(config, self.kind, int(self.train[0][0].shape[0]))
+        self.normalise = Normalise(mean, std).to(device)
+        self.size = size
+        self.device = device
+        generator = torch.Generator().manual_seed(0)
+        self.curve_train = torch.randperm(len(self.train), generator=generator)[:curve_train]
+        self.curve_test = torch.randperm(len(self.test), generator=generator)[:curve_test]
+
+    def features(
+        self, backbone: torch.nn.Module, split: str, indices: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = self.train if split == "train" else self.test
+        loader = eval_loader(
+            dataset,
+            self.kind,
+            self.size,
+            500,
+            indices=None if indices is None else indices.sort().values,
+        )
+        return extract_features(
+            PooledBackbone(backbone, "cls"),
+            loader,
+            self.device,
+            transform=self.normalise,
+            progress=False,
+        )
+
+    def knn_curve_point(self, backbone: torch.nn.Module) -> float:
+        """k = 20 top-1 on the fixed curve subsets (memory and queries)."""
+        train = self.features(backbone, "train", self.curve_train)
+        test = self.features(backbone, "test", self.curve_test)
+        return knn_classify(*train, *test, ks=(20,), device=self.device).top1[20]
+
+    def final(self, backbone: torch.nn.Module, probe_epochs: int) -> dict[str, float]:
+        """Full k-NN (all train images as memory, all test images) and a linear probe."""
+        train = self.features(backbone, "train", None)
+        test = self.features(backbone, "test", None)
+        knn = knn_classify(*train, *test, ks=(20,), device=self.device).top1[20]
+        probe = train_linear_probe(
+            *train, *test, num_classes=10, epochs=probe_epochs, progress=False, device=self.device
+        )
+        return {"knn20": knn, "linear_top1": probe.top1}
+
+
+def run_variant(
+    name: str, seed: int, args: argparse.Namespace, evaluator: Evaluator
+) -> dict[str, Any]:
+    overrides = [
+        *VARIANTS[name],
+        f"run.seed={seed}",
+        f"run.max_steps={args.steps}",
+        f"run.device={args.device}",
+        f"run.save_every={args.steps}",
+        *args.overrides,
+    ]
+    if args.data:
+        overrides.append(f"data.path='{args.data}'")
+    config = load_config(args.config, overrides)
+    folder = args.output / f"{name}_seed{seed}"
+    trainer = Trainer(config, folder, progress=False)
+    curve: list[tuple[int, float]] = []
+    started = time.perf_counter()
+    train_seconds = 0.0
+    for until in range(args.eval_every, args.steps + 1, args.eval_every):
+        tick = time.perf_counter()
+        trainer.run(until=until)
+        train_seconds += time.perf_counter() - tick
+        teacher = trainer.step_module.model.teacher.backbone.eval()
+        curve.append((until, evaluator.knn_curve_point(teacher)))
+        print(f"  {name} seed {seed} step {until}: curve k-NN {curve[-1][1]:.2f}", flush=True)
+    result = evaluator.final(trainer.step_module.model.teacher.backbone.eval(), args.probe_epochs)
+    result.update(
+        variant=name,
+        seed=seed,
+        curve=curve,
+        train_seconds=train_seconds,
+        seconds=time.perf_counter() - started,
+    )
+    print(
+        f"  {name} seed {seed}: k-NN {result['knn20']:.2f}, linear "
+        f"{result['linear_top1']:.2f}, {train_seconds / 60:.1f} min training",
+        flush=True,
+    )
+    return result
+
+
+def baselines(
+    config: Config, evaluator: Evaluator, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """Random initialisation (same architecture) and raw pixels."""
+    from patchdino.eval import pixel_features, pixel_statistics
+    from patchdino.train.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(config, int(evaluator.train[0][0].shape[0]))
+    random_init = evaluator.final(
+        model.teacher.backbone.eval().to(evaluator.device), args.probe_epochs
+    )
+    mean, std = pixel_statistics(evaluator.train.images)
+    train = pixel_features(evaluator.train.images, mean, std)
+    test = pixel_features(evaluator.test.images, mean, std)
+    labels = evaluator.train.labels, evaluator.test.labels
+    knn = knn_classify(train, labels[0], test, labels[1], ks=(20,)).top1[20]
+    return {"random": random_init, "pixels": {"knn20": knn}}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        group = [r for r in runs if r["variant"] == name]
+        row: dict[str, float] = {"seeds": len(group)}
+        for key in ("knn20", "linear_top1", "train_seconds"):
+            values = [r[key] for r in group]
+            row[f"{key}_mean"] = statistics.fmean(values)
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        table[name] = row
+    return table
+
+
+def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colours = dict(zip(VARIANTS, ("tab:gray", "tab:blue", "tab:orange", "tab:green")))
+    for run in runs:
+        steps, values = zip(*run["curve"])
+        ax.plot(
+            steps,
+            values,
+            marker="o",
+            color=colours[run["variant"]],
+            alpha=0.85,
+            label=f"{run['variant']} (seed {run['seed']})",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("k-NN top-1 (%), k = 20, curve subsets")
+    ax.set_title("k-NN accuracy during pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="fashion_mnist_tiny")
+    parser.add_argument("--data", help="data set folder (default: the config's)")
+    parser.add_argument(
+        "--variants",
+        default="dino,grid,nearest",
+        help=f"comma-separated subset of {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--curve-train", type=int, default=10000)
+    parser.add_argument("--curve-test", type=int, default=2000)
+    parser.add_argument("--probe-epochs", type=int, default=30)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, default=Path("runs/quality"))
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    config = load_config(
+        args.config, [*args.overrides] + ([f"data.path='{args.data}'"] if args.data else [])
+    )
+    device = torch.device(args.device)
+    evaluator = Evaluator(config, device, args.curve_train, args.curve_test)
+    started = time.perf_counter()
+    runs = []
+    for seed in args.seeds:
+        for name in variants:
+            runs.append(run_variant(name, seed, args, evaluator))
+            (args.output / "runs.json").write_text(json.dumps(runs, indent=1))
+    summary = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or 'cpu'}; device {args.device}; torch "
+        f"{torch.__version__}",
+        "command": " ".join(["python", "benchmarks/quality.py", *__import__("sys").argv[1:]]),
+        "steps": args.steps,
+        "batch_size": config.optim.batch_size,
+        "config": args.config,
+        "table": summarise(runs),
+        "baselines": baselines(config, evaluator, args),
+        "runs": runs,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_curves(runs, args.output / "knn_curves.png")
+    print(json.dumps({"table": summary["table"], "baselines": summary["baselines"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
