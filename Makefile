@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(PY) -m patchdino demo --output runs/demo
 
 bench: $(STAMP)
-	$(PY) -m patchdino bench --device cpu
+	$(PY) -m patchdino bench --device cpu --arch vit_small_patch16_224 --batch-size 4 --steps 3 --warmup 1 --threads 1
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

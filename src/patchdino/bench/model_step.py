@@ -1,0 +1,97 @@
+"""One training step of a configuration on tensors already on the device.
+
+The same work as one optimiser step of :class:`~patchdino.train.trainer.Trainer` without
+data loading, views and matching: teacher forward on the global views, student forward and
+backward on all views, the loss, per-tensor gradient clipping, the AdamW step and the EMA
+update of the teacher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from patchdino.bench.reference_loss import ReferenceLocalGlobalLoss
+from patchdino.bench.reference_step import ReferenceStep
+from patchdino.config import Config
+from patchdino.data.batch import MultiCropBatch
+from patchdino.losses import LocalGlobalOutput, PairPlan
+from patchdino.train.build import build_step
+from patchdino.train.optim import apply_schedule, build_optimizer, clip_gradients
+from patchdino.train.schedules import ScheduleValues
+from patchdino.train.step import PretrainStep
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``bf16``, and for ``auto`` on CUDA; no autocast otherwise."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class TrainingStep:
+    """Model, loss and optimiser of ``config`` on ``device``, stepping on given batches.
+
+    Args:
+        config: model, loss, optimiser and run settings (``run.precision``, ``run.compile``).
+        device: where the model lives.
+        in_chans: image channels.
+        reference: compute the loss as the reference does (:class:`ReferenceStep`).
+    """
+
+    def __init__(
+        self, config: Config, device: torch.device, in_chans: int = 3, reference: bool = False
+    ) -> None:
+        torch.manual_seed(config.run.seed)
+        step = build_step(config, in_chans)
+        self.module: PretrainStep | ReferenceStep = step
+        if reference:
+            loss = ReferenceLocalGlobalLoss.like(step.loss)
+            self.module = ReferenceStep(step.model, loss, step.matching, step.threshold)
+        self.module.to(device)
+        self.model = step.model
+        if config.run.compile:
+            self.model.student.backbone.compile()
+            self.model.teacher.backbone.compile()
+        self.module.train()
+        self.config = config
+        self.device = device
+        self.optimizer = build_optimizer(self.model.student)
+        o = config.optim
+        self.values = ScheduleValues(
+            lr=o.lr * o.batch_size / 256,
+            weight_decay=o.weight_decay,
+            teacher_momentum=o.momentum_teacher,
+            teacher_temp=config.loss.teacher_temp,
+            freeze_last_layer=False,
+        )
+        apply_schedule(self.optimizer, self.values)
+
+    def plan(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> Any:
+        """What the step needs besides the views: a pair plan (or the reference's matches)."""
+        return self.module.plan(batch, generator)
+
+    def head_tokens(self, batch: MultiCropBatch, plan: Any) -> float:
+        """Tokens the heads run on per image (student plus teacher)."""
+        if isinstance(plan, PairPlan):
+            rows = plan.cls.student.num_rows + plan.cls.teacher.num_rows
+            if plan.patch is not None:
+                rows += plan.patch.student.num_rows + plan.patch.teacher.num_rows
+            return rows / batch.batch_size
+        tokens = [1 + g.num_patches for g in batch.geometry]
+        return float(sum(tokens) + sum(tokens[: len(batch.global_views)]))
+
+    def __call__(self, batch: MultiCropBatch, plan: Any) -> LocalGlobalOutput:
+        """One optimiser step on ``batch``; returns the loss output (not synchronised)."""
+        with autocast(self.config.run.precision, self.device):
+            out: LocalGlobalOutput = self.module(batch, plan, self.values.teacher_temp)
+        out.loss.backward()
+        clip_gradients(self.model.student.parameters(), self.config.optim.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.update_teacher(self.values.teacher_momentum)
+        return out
