@@ -320,6 +320,8 @@ class Trainer:
                     bar.update(1)
                 stopped_by = _agree(stop.signal_name, self.device)
                 if step % config.run.save_every == 0 or step == end or stopped_by:
+                    if tensorboard is not None:
+                        tensorboard.flush()  # events up to the checkpoint survive a kill
                     self._save(step, skipped)
                 if stopped_by:
                     break
