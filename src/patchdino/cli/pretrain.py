@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(config, args.output, progress=not args.no_progress)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    from patchdino.train.distributed import shutdown
+
     try:
         result = trainer.run()
     except TrainingError as err:
@@ -88,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         if message is None:
             raise
         raise UsageError(message) from err
+    finally:
+        shutdown()
     if trainer.ctx.is_main:
         if result.stopped_by:
             print(
@@ -97,7 +101,4 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print(f"done: {result.step} steps; run folder {args.output}")
-    from patchdino.train.distributed import shutdown
-
-    shutdown()
     return 0 if not result.stopped_by else 143
