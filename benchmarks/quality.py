@@ -199,6 +199,23 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def merge(folders: list[Path], output: Path) -> None:
+    """One summary and one curve figure from runs made by separate processes."""
+    summaries = [json.loads((f / "summary.json").read_text()) for f in folders]
+    runs = [run for summary in summaries for run in summary["runs"]]
+    merged = dict(
+        summaries[0],
+        runs=runs,
+        table=summarise(runs),
+        command=[s["command"] for s in summaries],
+        minutes=max(s["minutes"] for s in summaries),
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "summary.json").write_text(json.dumps(merged, indent=1))
+    plot_curves(runs, output / "knn_curves.png")
+    print(json.dumps({"table": merged["table"], "baselines": merged["baselines"]}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="fashion_mnist_tiny")
@@ -216,8 +233,18 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/quality"))
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="combine the output folders of earlier runs (e.g. one per seed) "
+        "into --output instead of training",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.output)
+        return
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
