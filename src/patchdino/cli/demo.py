@@ -86,7 +86,8 @@ def _attention_figure(data: Path, checkpoint: Path, out: Path) -> Path:
     loaded = load_backbone(checkpoint, "teacher")
     backbone = loaded.backbone.eval()
     test = build_dataset(data, "fashion_mnist", "test", canvas=None)
-    picks = [int(torch.nonzero(test.labels == c)[0]) for c in range(8)]
+    present = [c for c in range(int(test.labels.max()) + 1) if bool((test.labels == c).any())]
+    picks = [int(torch.nonzero(test.labels == c)[0]) for c in present[:8]]
     images = torch.stack([test[i][0] for i in picks]).float() / 255  # (8, 1, 28, 28)
     size = loaded.config.views.global_size
     images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
