@@ -270,6 +270,50 @@ def split_features(
     return features, labels, None
 
 
+@dataclass(frozen=True)
+class LabelledFeatures:
+    """Features of the train split (memory / probe training) and the test split (queries).
+
+    Attributes:
+        train: ``(N, D)`` features and ``(N,)`` labels.
+        test: ``(M, D)`` features and ``(M,)`` labels, numbered as the train classes.
+        classes: class names of the train split.
+    """
+
+    train: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    classes: list[str]
+
+
+def labelled_features(
+    setup: EvalSetup, model: nn.Module | None, args: argparse.Namespace, purpose: str
+) -> LabelledFeatures:
+    """Features of both labelled splits with test labels aligned to the train classes.
+
+    Args:
+        purpose: what needs the labels, for the error on unlabelled data ("k-NN").
+    """
+    from patchdino.eval.eval_data import EvalDataError, align_labels
+
+    train_set = open_split(setup, "train")
+    test_set = open_split(setup, "test")
+    if train_set.classes is None:
+        raise UsageError(f"{args.data} has no labels; {purpose} needs a labelled data set")
+    train_feats, train_labels, stats = split_features(
+        setup, train_set, model, args, args.max_train, "features train"
+    )
+    test_feats, test_labels, _ = split_features(
+        setup, test_set, model, args, args.max_test, "features test", pixel_stats=stats
+    )
+    try:
+        test_labels = align_labels(train_set.classes, test_set.classes, test_labels)
+    except EvalDataError as err:
+        raise UsageError(str(err)) from err
+    return LabelledFeatures(
+        (train_feats, train_labels), (test_feats, test_labels), list(train_set.classes)
+    )
+
+
 def _cat(parts: list[Tensor]) -> Tensor:
     import torch
 

@@ -39,8 +39,7 @@ def format_table(top1: dict[int, float], top5: dict[int, float]) -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.features import feature_model, open_split, prepare, split_features
-    from patchdino.eval.eval_data import EvalDataError, align_labels
+    from patchdino.cli.features import feature_model, labelled_features, prepare
     from patchdino.eval.knn import knn_classify
 
     check_positive(max_train=args.max_train, max_test=args.max_test, ks=min(args.ks))
@@ -48,22 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
     started = time.perf_counter()
     setup = prepare(args)
-    train_set = open_split(setup, "train")
-    test_set = open_split(setup, "test")
-    if train_set.classes is None:
-        raise UsageError(f"{args.data} has no labels; k-NN needs a labelled data set")
     model = None if setup.backbone is None else feature_model(setup, args.pool)
-    train_feats, train_labels, stats = split_features(
-        setup, train_set, model, args, args.max_train, "features train"
-    )
-    test_feats, test_labels, _ = split_features(
-        setup, test_set, model, args, args.max_test, "features test", pixel_stats=stats
-    )
-    try:
-        test_labels = align_labels(train_set.classes, test_set.classes, test_labels)
-    except EvalDataError as err:
-        raise UsageError(str(err)) from err
-
+    data = labelled_features(setup, model, args, "k-NN")
+    (train_feats, train_labels), (test_feats, test_labels) = data.train, data.test
     num_train = int(train_feats.shape[0])
     ks = sorted(set(args.ks))
     kept = [k for k in ks if k <= num_train]
@@ -84,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             test_labels,
             ks=kept,
             temperature=args.temperature,
-            num_classes=len(train_set.classes),
+            num_classes=len(data.classes),
             device=setup.device,
         )
     except ValueError as err:
@@ -104,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "image_size": setup.image_size,
         "num_train": num_train,
         "num_test": int(test_feats.shape[0]),
-        "num_classes": len(train_set.classes),
+        "num_classes": len(data.classes),
         "feature_dim": int(train_feats.shape[1]),
         "seconds": round(seconds, 3),
     }

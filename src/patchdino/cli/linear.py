@@ -52,8 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.features import open_split, prepare, split_features
-    from patchdino.eval.eval_data import EvalDataError, align_labels
+    from patchdino.cli.features import labelled_features, prepare
     from patchdino.eval.linear import NORMALIZATIONS, MultiBlockFeatures, train_linear_probe
 
     check_positive(
@@ -77,24 +76,15 @@ def run(args: argparse.Namespace) -> int:
                 f"--n-last-blocks {args.n_last_blocks} exceeds the backbone's {depth} blocks"
             )
         model = MultiBlockFeatures(setup.backbone.model, args.n_last_blocks, args.avgpool)
-    train_set = open_split(setup, "train")
-    test_set = open_split(setup, "test")
-    if train_set.classes is None:
-        raise UsageError(f"{args.data} has no labels; a linear probe needs a labelled data set")
-    train_feats, train_labels, stats = split_features(
-        setup, train_set, model, args, args.max_train, "features train"
-    )
-    test_feats, test_labels, _ = split_features(
-        setup, test_set, model, args, args.max_test, "features test", pixel_stats=stats
-    )
+    data = labelled_features(setup, model, args, "a linear probe")
+    (train_feats, train_labels), (test_feats, test_labels) = data.train, data.test
     try:
-        test_labels = align_labels(train_set.classes, test_set.classes, test_labels)
         result = train_linear_probe(
             train_feats,
             train_labels,
             test_feats,
             test_labels,
-            num_classes=len(train_set.classes),
+            num_classes=len(data.classes),
             epochs=args.epochs,
             lr=args.lr,
             batch_size=args.probe_batch_size,
@@ -105,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             lrs=args.lrs,
         )
-    except (EvalDataError, ValueError) as err:
+    except ValueError as err:
         raise UsageError(str(err).strip().splitlines()[0]) from err
     seconds = time.perf_counter() - started
 
@@ -126,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "image_size": setup.image_size,
         "num_train": int(train_feats.shape[0]),
         "num_test": int(test_feats.shape[0]),
-        "num_classes": len(train_set.classes),
+        "num_classes": len(data.classes),
         "feature_dim": int(train_feats.shape[1]),
         "seconds": round(seconds, 3),
         "history": result.history,
