@@ -90,7 +90,12 @@ class Evaluator:
         test = self.features(backbone, "test", None)
         knn = knn_classify(*train, *test, ks=(20,), device=self.device).top1[20]
         probe = train_linear_probe(
-            *train, *test, num_classes=10, epochs=probe_epochs, progress=False, device=self.device
+            *train,
+            *test,
+            num_classes=int(self.train.num_classes or 0),
+            epochs=probe_epochs,
+            progress=False,
+            device=self.device,
         )
         return {"knn20": knn, "linear_top1": probe.top1}
 
