@@ -152,6 +152,7 @@ Total time {summary["total_minutes"]:.1f} min.
 def run(args: argparse.Namespace) -> int:
     from patchdino.config import load_config, resolve_config_path
     from patchdino.data.datasets import ensure_fashion_mnist
+    from patchdino.train.distributed import resolve_device
     from patchdino.train.metrics import read_metrics
 
     started = time.perf_counter()
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         "train_images": results["teacher"]["num_train"],
         "steps": last["step"],
         "batch_size": config.optim.batch_size,
-        "device": args.device,
+        "device": str(resolve_device(args.device)),
         "pretrain_minutes": pretrain_minutes,
         "final_loss": last["loss"],
         "final_cls": last["loss_cls"],
