@@ -9,15 +9,12 @@ from typing import Any
 
 import pytest
 import torch
-from train_fixtures import cli_args, run_cli, single_thread, skip_loss_plots, write_idx_folder
+from train_fixtures import cli_args, run_cli, single_thread, write_idx_folder
 
 from patchdino.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from patchdino.train.trainer import CHECKPOINT_FORMAT
 
-
-@pytest.fixture(autouse=True)
-def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_loss_plots(monkeypatch)
+pytestmark = pytest.mark.usefixtures("no_loss_plots")
 
 
 class CreatesFileWhenUnpickled:

@@ -12,16 +12,12 @@ from train_fixtures import (
     losses,
     run_cli,
     single_thread,
-    skip_loss_plots,
     steps,
     write_idx_folder,
     write_image_folder,
 )
 
-
-@pytest.fixture(autouse=True)
-def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_loss_plots(monkeypatch)
+pytestmark = pytest.mark.usefixtures("no_loss_plots")
 
 
 def error_of(capsys: pytest.CaptureFixture[str]) -> str:

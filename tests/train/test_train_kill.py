@@ -17,7 +17,6 @@ from train_fixtures import (
     start_cli,
     steps,
     tensorboard_scalars,
-    write_idx_folder,
 )
 
 from patchdino.train.checkpoint import load_checkpoint
@@ -26,14 +25,7 @@ TOTAL = 14
 """Steps of every run here: long enough to kill the subprocess in the middle."""
 
 
-@pytest.fixture(autouse=True)
-def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_loss_plots(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_idx_folder(tmp_path_factory.mktemp("fashion"))
+pytestmark = pytest.mark.usefixtures("no_loss_plots")
 
 
 @pytest.fixture(scope="module")

@@ -14,24 +14,14 @@ from train_fixtures import (
     losses,
     run_cli,
     single_thread,
-    skip_loss_plots,
     steps,
-    write_idx_folder,
 )
 
 import patchdino.train.trainer as trainer_module
 from patchdino.losses import LocalGlobalLoss
 from patchdino.train.checkpoint import load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_loss_plots(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_idx_folder(tmp_path_factory.mktemp("fashion"))
+pytestmark = pytest.mark.usefixtures("no_loss_plots")
 
 
 def nan_loss_at(monkeypatch: pytest.MonkeyPatch, bad_step: int, poison_centre: bool) -> None:

@@ -19,7 +19,6 @@ from train_fixtures import (
     steps,
     tensorboard_scalars,
     tiny_config,
-    write_idx_folder,
     write_image_folder,
 )
 
@@ -45,14 +44,7 @@ METRIC_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_loss_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_loss_plots(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_idx_folder(tmp_path_factory.mktemp("fashion"))
+pytestmark = pytest.mark.usefixtures("no_loss_plots")
 
 
 @pytest.fixture(scope="module")
