@@ -7,20 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli, tiny_run
+from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli
 
 from patchdino.cli.main import main
 from patchdino.eval.backbone_loading import load_backbone
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def data(run: Path) -> Path:
-    return run.parent / "eval-fashion"
 
 
 def _expected(run: Path, split: str, key: str = "teacher") -> torch.Tensor:

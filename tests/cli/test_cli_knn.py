@@ -10,7 +10,6 @@ import torch
 from eval_cli_data import (
     idx_arrays,
     run_cli,
-    tiny_run,
     write_config,
     write_image_folder,
     write_unsafe_pickle,
@@ -20,16 +19,6 @@ from patchdino.eval import knn_classify, pixel_features, pixel_statistics
 from patchdino.eval.backbone_loading import load_backbone
 
 KEYS = {"k", "top5", "weights", "data", "num_train", "num_test", "feature_dim", "seconds"}
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def data(run: Path) -> Path:
-    return run.parent / "eval-fashion"
 
 
 def _arrays() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

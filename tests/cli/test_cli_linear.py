@@ -7,20 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli, tiny_run, write_image_folder
+from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli, write_image_folder
 
 from patchdino.eval import train_linear_probe
 from patchdino.eval.backbone_loading import load_backbone
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def data(run: Path) -> Path:
-    return run.parent / "eval-fashion"
 
 
 def test_two_epochs_match_a_direct_probe(

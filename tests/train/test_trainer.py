@@ -15,10 +15,10 @@ from train_fixtures import (
     losses,
     run_cli,
     single_thread,
-    skip_loss_plots,
     steps,
     tensorboard_scalars,
     tiny_config,
+    uninterrupted_run,
     write_image_folder,
 )
 
@@ -51,10 +51,7 @@ pytestmark = pytest.mark.usefixtures("no_loss_plots")
 def uninterrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run folder of an uninterrupted 4-step run."""
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    with single_thread(), pytest.MonkeyPatch.context() as patch:
-        skip_loss_plots(patch)
-        assert run_cli(cli_args(data, out, 4)) == 0
-    return out
+    return uninterrupted_run(data, out, 4)
 
 
 def test_two_step_run_writes_every_artefact(

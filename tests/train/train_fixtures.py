@@ -159,3 +159,11 @@ def tensorboard_scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def uninterrupted_run(data: Path, out: Path, max_steps: int, *extra: str) -> Path:
+    """Run folder of a tiny single-threaded run of ``max_steps`` steps without figures."""
+    with single_thread(), pytest.MonkeyPatch.context() as patch:
+        skip_loss_plots(patch)
+        assert run_cli(cli_args(data, out, max_steps, *extra)) == 0
+    return out
