@@ -438,7 +438,20 @@ def _bad_image_count(dataset: Any) -> int:
 
 
 def _tensorboard(folder: Path, purge_step: int) -> Any:
-    """Event writer; events from ``purge_step`` on (left by a killed run) are hidden."""
+    """Event writer; events from ``purge_step`` on (left by a killed run) are hidden.
+
+    TensorBoard reads the event files of a folder in name order, and names start with the
+    creation time in whole seconds followed by the host and the process id. A run resumed
+    within the same second as the previous file was created could sort before it and so
+    lose the earlier steps; the writer is therefore created only once the clock has passed
+    the newest existing file's second.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
+    names = (p.name.split(".") for p in folder.glob("events.out.tfevents.*"))
+    stamps = [int(parts[3]) for parts in names if len(parts) > 3 and parts[3].isdigit()]
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)
     return SummaryWriter(str(folder), purge_step=purge_step if purge_step > 1 else None)
