@@ -126,6 +126,8 @@ def run_variant(
         teacher = trainer.step_module.model.teacher.backbone.eval()
         curve.append((until, evaluator.knn_curve_point(teacher)))
         print(f"  {name} seed {seed} step {until}: curve k-NN {curve[-1][1]:.2f}", flush=True)
+        partial = {"variant": name, "seed": seed, "curve": curve, "train_seconds": train_seconds}
+        (args.output / f"partial_{name}_seed{seed}.json").write_text(json.dumps(partial))
     result = evaluator.final(trainer.step_module.model.teacher.backbone.eval(), args.probe_epochs)
     result.update(
         variant=name,
@@ -158,8 +160,8 @@ def baselines(
     train = pixel_features(evaluator.train.images, mean, std)
     test = pixel_features(evaluator.test.images, mean, std)
     labels = evaluator.train.labels, evaluator.test.labels
-    knn = knn_classify(train, labels[0], test, labels[1], ks=(20,)).top1[20]
-    return {"random": random_init, "pixels": {"knn20": knn}}
+    knn = knn_classify(train, labels[0], test, labels[1], ks=(20,), device=evaluator.device)
+    return {"random": random_init, "pixels": {"knn20": knn.top1[20]}}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -208,8 +210,10 @@ def merge(folders: list[Path], output: Path) -> None:
     """One summary and one curve figure from runs made by separate processes."""
     summaries = [json.loads((f / "summary.json").read_text()) for f in folders]
     runs = [run for summary in summaries for run in summary["runs"]]
+    measured = [s["baselines"] for s in summaries if s.get("baselines")]
     merged = dict(
         summaries[0],
+        baselines=measured[0] if measured else {},
         runs=runs,
         table=summarise(runs),
         command=[s["command"] for s in summaries],
@@ -237,6 +241,12 @@ def main() -> None:
     parser.add_argument("--curve-test", type=int, default=2000)
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--skip-baselines",
+        action="store_true",
+        help="do not evaluate random weights and raw pixels (e.g. all but one of several "
+        "processes whose folders are merged later)",
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/quality"))
     parser.add_argument(
         "--merge",
@@ -275,7 +285,7 @@ def main() -> None:
         "batch_size": config.optim.batch_size,
         "config": args.config,
         "table": summarise(runs),
-        "baselines": baselines(config, evaluator, args),
+        "baselines": {} if args.skip_baselines else baselines(config, evaluator, args),
         "runs": runs,
         "minutes": (time.perf_counter() - started) / 60,
     }

@@ -113,3 +113,30 @@ def test_reference_rejects_local_local_pairs() -> None:
     loss = LocalGlobalLoss(K, GLOBAL_GRID**2, num_local_patches=4, local_local=True)
     with pytest.raises(ValueError, match="local-local"):
         ReferenceLocalGlobalLoss.like(loss)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reference_equals_local_global_loss_on_cuda_in_bf16() -> None:
+    """Under bf16 autocast on the GPU both computations agree to bf16 precision."""
+    device = torch.device("cuda")
+    student, teacher, matches = _inputs(seed=3)
+    head_s, head_t = _head(K, 1).float().to(device), _head(K, 2).float().to(device)
+    loss = LocalGlobalLoss(K, GLOBAL_GRID**2).to(device)
+    reference = ReferenceLocalGlobalLoss.like(loss).to(device)
+    on_device = {pair: m.to(device) for pair, m in matches.items()}
+    teacher_gpu = [t.float().to(device) for t in teacher]
+
+    def run(module: torch.nn.Module) -> tuple[Tensor, Tensor]:
+        tokens = [s.float().to(device).requires_grad_() for s in student]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = module(tokens, teacher_gpu, on_device, (head_s, head_s), (head_t, head_t), T_T)
+        out.loss.backward()
+        return out.loss.detach().float(), torch.cat([t.grad.flatten() for t in tokens])
+
+    ours, ours_grad = run(loss)
+    theirs, theirs_grad = run(reference)
+    assert ours.is_cuda and torch.isfinite(ours)
+    torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=1e-3)
+    cosine = torch.nn.functional.cosine_similarity(ours_grad, theirs_grad, dim=0)
+    assert cosine.item() > 0.99

@@ -158,6 +158,7 @@ def two_rank_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     done = _torchrun(2, [*args, *options], root)
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.count("done: 3 steps") == 1  # printed by rank 0 only
+    assert "process group: gloo, 2 process(es)" in done.stdout
     return data, output
 
 
@@ -328,3 +329,17 @@ def test_each_local_rank_needs_a_gpu_of_its_own(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="every process of this node on one GPU"):
         distributed.resolve_device("cuda:0", 1)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_rank_torchrun_on_cuda_initialises_nccl(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node=1`` on the GPU: NCCL process group, two steps, one writer."""
+    data = write_idx_folder(tmp_path / "data")
+    output = tmp_path / "run"
+    args = ["pretrain", "--data", str(data), "--output", str(output), "--max-steps", "2"]
+    done = _torchrun(1, [*args, "--no-progress", *TINY, "run.device=cuda"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("done: 2 steps") == 1
+    assert "process group: nccl, 1 process(es)" in done.stdout
+    assert steps(output) == [1, 2]

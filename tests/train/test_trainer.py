@@ -1,4 +1,4 @@
-"""Pretraining end to end on CPU: artefacts, exact resume, loss and data variants."""
+"""Pretraining end to end: artefacts, exact resume, loss and data variants (CPU; one CUDA run)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 from train_fixtures import (
     cli_args,
@@ -180,3 +181,26 @@ def test_image_folder_of_files_trains_without_workers(tmp_path: Path) -> None:
     assert [r["step"] for r in records] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["bad_images"] == 0 for r in records)
     assert load_checkpoint(out / "checkpoint.pt")["data_kind"] == "imagefolder"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_in_bf16_resumes_close_to_the_uninterrupted_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the GPU (bf16 autocast, CUDA generators, GPU views and matching) a run stopped and
+    resumed repeats the uninterrupted losses up to the GPU's non-deterministic reductions."""
+    cuda = ("run.device=cuda", "run.precision=auto")
+    whole = uninterrupted_run(data, tmp_path / "whole", 4, *cuda)
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stop_after(patch, 2)
+        assert run_cli(cli_args(data, out, 4, *cuda)) == 143
+    assert run_cli(cli_args(data, out, 4, *cuda)) == 0
+    assert steps(out) == [1, 2, 3, 4]
+    assert all(math.isfinite(v) and v > 0 for v in losses(whole))
+    assert losses(out, "loss_patch")[0] > 0  # the patch loss ran on matched GPU pairs
+    for got, expected in zip(losses(out), losses(whole)):
+        assert got == pytest.approx(expected, rel=1e-3)
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 4 and state["config"]["run"]["device"] == "cuda"

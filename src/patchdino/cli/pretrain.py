@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     from patchdino.train.distributed import shutdown
 
+    if trainer.ctx.is_main and trainer.ctx.backend is not None:
+        print(f"process group: {trainer.ctx.backend}, {trainer.ctx.world_size} process(es)")
+
     try:
         result = trainer.run()
     except TrainingError as err:

@@ -25,6 +25,8 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    backend: str | None = None
+    """``nccl`` or ``gloo`` when a process group was joined; None for a plain process."""
 
     @property
     def is_main(self) -> bool:
@@ -61,7 +63,7 @@ def init_distributed(device: torch.device) -> DistributedContext:
             dist.init_process_group(backend, device_id=device)
         else:
             dist.init_process_group(backend)
-    return DistributedContext(rank, world, local_rank)
+    return DistributedContext(rank, world, local_rank, str(dist.get_backend()))
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
