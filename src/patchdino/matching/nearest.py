@@ -30,6 +30,15 @@ class _Axis(NamedTuple):
     flipped: Tensor | None
 
 
+def _per(x: Tensor, n: int) -> Tensor:
+    """``x / n`` correctly rounded on every device.
+
+    CUDA divides by a CPU scalar as ``x * (1 / n)``, which can differ from ``x / n`` in the
+    last bit and so flip a comparison; dividing by a tensor on ``x``'s device does not.
+    """
+    return x / torch.full((), n, dtype=x.dtype, device=x.device)
+
+
 def _axis_centres(origin: Tensor, extent: Tensor, n: int, flipped: Tensor | None) -> Tensor:
     """Source coordinate of the patch centres along one axis of a view.
 
@@ -45,7 +54,7 @@ def _axis_centres(origin: Tensor, extent: Tensor, n: int, flipped: Tensor | None
     i = torch.arange(n, device=origin.device, dtype=torch.float64).expand(origin.shape[0], n)
     if flipped is not None:  # view column c shows unflipped column n - 1 - c
         i = torch.where(flipped[:, None], n - 1 - i, i)
-    return origin[:, None] + (i + 0.5) * extent[:, None] / n
+    return origin[:, None] + _per((i + 0.5) * extent[:, None], n)
 
 
 def _axis_nearest(
@@ -67,7 +76,7 @@ def _axis_nearest(
         centre.
     """
     cell = torch.floor(n * (point - origin[:, None]) / extent[:, None]).clamp(0, n - 1)
-    centre = origin[:, None] + (cell + 0.5) * extent[:, None] / n
+    centre = origin[:, None] + _per((cell + 0.5) * extent[:, None], n)
     if flipped is not None:
         cell = torch.where(flipped[:, None], n - 1 - cell, cell)
     return cell.long(), centre
@@ -98,7 +107,7 @@ def _axis_pairs(a_coarser: Tensor, a: _Axis, b: _Axis) -> tuple[Tensor, Tensor]:
     cell_a, near_a = _axis_nearest(point, *a)
     cell = torch.where(a_coarser, cell_b, cell_a)
     near = torch.where(a_coarser, near_b, near_a)
-    patch = torch.where(a_coarser, (a.extent / a.n)[:, None], (b.extent / b.n)[:, None])  # (B, 1)
+    patch = torch.where(a_coarser, _per(a.extent, a.n)[:, None], _per(b.extent, b.n)[:, None])
     return cell, (point - near) / patch
 
 
@@ -137,7 +146,7 @@ def match_nearest(a: ViewGeometry, b: ViewGeometry, threshold: float = 0.5) -> P
     size = max(na, nb)
     ta, la, ha, wa = a.boxes.to(torch.float64).unbind(-1)  # (B,) each
     tb, lb, hb, wb = b.boxes.to(torch.float64).unbind(-1)
-    a_coarser = ((ha / na) * (wa / na) >= (hb / nb) * (wb / nb))[:, None]  # (B, 1)
+    a_coarser = (_per(ha, na) * _per(wa, na) >= _per(hb, nb) * _per(wb, nb))[:, None]  # (B, 1)
     row, dy = _axis_pairs(a_coarser, _Axis(ta, ha, na, None), _Axis(tb, hb, nb, None))  # (B, M)
     col, dx = _axis_pairs(a_coarser, _Axis(la, wa, na, a.flipped), _Axis(lb, wb, nb, b.flipped))
 
