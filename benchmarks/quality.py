@@ -9,6 +9,9 @@ loss options differ:
 - ``nearest``: local-global loss with nearest-centre matching;
 - ``grid_sampled``: grid matching with at most 8 matched pairs per view pair (cheaper).
 
+With ``data.holdout=N`` among the overrides, N training images are held out of pretraining and
+serve as the queries of every evaluation instead of the test set (for choosing recipes).
+
 Example (the numbers in docs/results.md):
 
     python benchmarks/quality.py --config fashion_mnist_tiny --steps 600 --seeds 0 \
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 
 from patchdino.config import Config, load_config
+from patchdino.data.datasets.holdout import holdout_part
 from patchdino.eval import extract_features, knn_classify, train_linear_probe
 from patchdino.eval.backbone_loading import PooledBackbone
 from patchdino.eval.eval_data import Normalise, eval_loader, open_split
@@ -50,7 +55,11 @@ class Evaluator:
         path = str(data_path(config))
         size = config.views.global_size
         self.train = open_split(path, "train", self.kind, config.data.channels, size)
-        self.test = open_split(path, "test", self.kind, config.data.channels, size)
+        if config.data.holdout:  # validation: the held-out training images are the queries
+            self.test = holdout_part(self.train, config.data.holdout, "val")
+            self.train = holdout_part(self.train, config.data.holdout, "train")
+        else:
+            self.test = open_split(path, "test", self.kind, config.data.channels, size)
         mean, std = normalisation(config, self.kind, int(self.train[0][0].shape[0]))
         self.normalise = Normalise(mean, std).to(device)
         self.size = size
@@ -60,7 +69,11 @@ class Evaluator:
         self.curve_test = torch.randperm(len(self.test), generator=generator)[:curve_test]
 
     def features(
-        self, backbone: torch.nn.Module, split: str, indices: torch.Tensor | None
+        self,
+        backbone: torch.nn.Module,
+        split: str,
+        indices: torch.Tensor | None,
+        pool: str = "cls",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.train if split == "train" else self.test
         loader = eval_loader(
@@ -71,7 +84,7 @@ class Evaluator:
             indices=None if indices is None else indices.sort().values,
         )
         return extract_features(
-            PooledBackbone(backbone, "cls"),
+            PooledBackbone(backbone, pool),
             loader,
             self.device,
             transform=self.normalise,
@@ -85,19 +98,39 @@ class Evaluator:
         return knn_classify(*train, *test, ks=(20,), device=self.device).top1[20]
 
     def final(self, backbone: torch.nn.Module, probe_epochs: int) -> dict[str, float]:
-        """Full k-NN (all train images as memory, all test images) and a linear probe."""
-        train = self.features(backbone, "train", None)
-        test = self.features(backbone, "test", None)
-        knn = knn_classify(*train, *test, ks=(20,), device=self.device).top1[20]
-        probe = train_linear_probe(
-            *train,
-            *test,
-            num_classes=int(self.train.num_classes or 0),
-            epochs=probe_epochs,
-            progress=False,
-            device=self.device,
-        )
-        return {"knn20": knn, "linear_top1": probe.top1}
+        """Full k-NN (all train images as memory, all test images) and a linear probe (NaN
+        when ``probe_epochs`` is 0) on the CLS token; also k-NN on the mean patch token
+        (``knn20_mean``) and on both concatenated (``knn20_both``)."""
+        train, train_labels = self.features(backbone, "train", None, "both")
+        test, test_labels = self.features(backbone, "test", None, "both")
+        width = train.shape[1] // 2
+        result = {}
+        for key, columns in (
+            ("knn20", slice(0, width)),
+            ("knn20_mean", slice(width, None)),
+            ("knn20_both", slice(None)),
+        ):
+            result[key] = knn_classify(
+                train[:, columns],
+                train_labels,
+                test[:, columns],
+                test_labels,
+                ks=(20,),
+                device=self.device,
+            ).top1[20]
+        result["linear_top1"] = math.nan
+        if probe_epochs > 0:
+            result["linear_top1"] = train_linear_probe(
+                train[:, :width],
+                train_labels,
+                test[:, :width],
+                test_labels,
+                num_classes=int(self.train.num_classes or 0),
+                epochs=probe_epochs,
+                progress=False,
+                device=self.device,
+            ).top1
+        return result
 
 
 def run_variant(
@@ -169,7 +202,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for name in dict.fromkeys(r["variant"] for r in runs):
         group = [r for r in runs if r["variant"] == name]
         row: dict[str, float] = {"seeds": len(group)}
-        for key in ("knn20", "linear_top1", "train_seconds"):
+        keys = ["knn20", "linear_top1", "train_seconds"]
+        keys += [k for k in ("knn20_mean", "knn20_both") if all(k in r for r in group)]
+        for key in keys:
             values = [r[key] for r in group]
             row[f"{key}_mean"] = statistics.fmean(values)
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0

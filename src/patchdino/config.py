@@ -48,11 +48,14 @@ class DataConfig:
     num_workers: int = 4
     on_bad_image: str = "skip"
     """skip | fail: what to do with a corrupt, truncated or non-image file."""
+    holdout: int = 0
+    """Training images held out for validation (a fixed random subset); pretraining never
+    sees them and ``benchmarks/`` evaluate on them to choose recipes. 0: none."""
 
 
 @dataclass
 class ViewsConfig:
-    """Multi-crop views (method.md section 1)."""
+    """Multi-crop views (docs/method.md section 1)."""
 
     global_size: int = 224
     local_size: int = 96
@@ -71,7 +74,7 @@ class ViewsConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone and projection heads (method.md section 3)."""
+    """Backbone and projection heads (docs/method.md section 3)."""
 
     arch: str = "vit_small_patch16_224"
     """A timm ViT name, or one of patchdino's small custom sizes."""
@@ -89,7 +92,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Local-global loss (method.md section 4)."""
+    """Local-global loss (docs/method.md section 4)."""
 
     patch_loss: bool = True
     """False gives plain DINO through the same code path."""
@@ -116,7 +119,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimisation and schedules (method.md section 5)."""
+    """Optimisation and schedules (docs/method.md section 5)."""
 
     batch_size: int = 64
     """Images per step on one process (the global batch is this times the world size)."""
@@ -459,6 +462,8 @@ def validate(config: Config) -> list[str]:
             problems.append(f"data.std values must be > 0, got {d.std}")
     if d.num_workers < 0:
         problems.append(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if d.holdout < 0:
+        problems.append(f"data.holdout must be >= 0, got {d.holdout}")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
         problems.append(f"run.device '{r.device}' is not auto, cpu, cuda or cuda:N")
     return problems

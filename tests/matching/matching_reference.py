@@ -1,7 +1,7 @@
 """Plain per-sample reference matchers and a random view sampler, for the matching tests.
 
 Everything here works on Python floats, ints and lists, one sample at a time, written straight
-from method.md §2 without any vectorisation.
+from docs/method.md §2 without any vectorisation.
 """
 
 from __future__ import annotations

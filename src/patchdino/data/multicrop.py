@@ -1,4 +1,4 @@
-"""Multi-crop views of a batch with per-sample geometry (method.md section 1).
+"""Multi-crop views of a batch with per-sample geometry (docs/method.md section 1).
 
 Each view of each sample gets its own crop box, flip and photometric draw. Pixels are produced
 for the whole batch at once (crop + resize + flip by ``crop_resize``, then batched photometric

@@ -2,7 +2,7 @@
 
 For two views of the same image, the boxes are intersected in source pixels; each view keeps the
 slice of its patch grid that lies inside the intersection, and the two sub-grids are paired one
-to one, axis by axis, thinning the larger one evenly (method.md §2).
+to one, axis by axis, thinning the larger one evenly (docs/method.md §2).
 """
 
 from __future__ import annotations

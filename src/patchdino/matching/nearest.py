@@ -2,8 +2,8 @@
 
 Every patch centre of the coarser view is mapped into the other view through source-image
 coordinates and paired with the patch whose centre is nearest, if the two centres are at most
-``threshold`` coarse patches apart (method.md §2, "nearest" mode). Sub-patch exact, unlike the
-grid matcher, and no patch of the coarser view is discarded by thinning.
+``threshold`` coarse patches apart (docs/method.md §2, "nearest" mode). Sub-patch exact,
+unlike the grid matcher, and no patch of the coarser view is discarded by thinning.
 """
 
 from __future__ import annotations

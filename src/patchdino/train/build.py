@@ -7,6 +7,7 @@ from pathlib import Path
 from patchdino.config import Config
 from patchdino.data.datasets import DEFAULT_FASHION_MNIST_DIR, CanvasDataset, build_dataset
 from patchdino.data.datasets.detect import detect_kind
+from patchdino.data.datasets.holdout import holdout_part
 from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec
 from patchdino.losses import LocalGlobalLoss
 from patchdino.models import StudentTeacher
@@ -43,12 +44,16 @@ def data_kind(config: Config) -> str:
 
 
 def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
-    """The configured data set split, decoded onto its canvas."""
+    """The configured data set split, decoded onto its canvas.
+
+    With ``data.holdout`` the training split loses its held-out validation images
+    (:func:`~patchdino.data.datasets.holdout.holdout_part`).
+    """
     kind = data_kind(config)
     canvas = config.data.canvas
     if canvas is None and kind in FILE_KINDS:
         canvas = FILE_CANVAS
-    return build_dataset(
+    dataset = build_dataset(
         data_path(config),
         kind,
         split,
@@ -56,6 +61,9 @@ def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
         channels=config.data.channels,
         on_bad_image=config.data.on_bad_image,
     )
+    if config.data.holdout and split == "train":
+        return holdout_part(dataset, config.data.holdout, "train")
+    return dataset
 
 
 def normalisation(config: Config, kind: str, channels: int) -> tuple[tuple[float, ...], ...]:

@@ -1,0 +1,173 @@
+"""Search the CPU recipe: pretrain candidate settings one after another and rank them by k-NN
+accuracy on a validation split held out of the training set (never the test set).
+
+Each candidate is a named list of ``key=value`` overrides of ``--config``; every candidate
+pretrains on the training images minus ``--holdout`` held-out ones (``data.holdout``) and is
+evaluated by k-NN (k = 20, CLS of the teacher) with the remaining training images as memory
+and the held-out ones as queries, at a few points of the run (on fixed subsets) and at the end
+(all of them). Results are appended to ``results.jsonl`` in ``--output`` as each candidate
+finishes, and ``table.md`` is rewritten, so an interrupted search keeps what it measured.
+
+Run one search at a time on an otherwise idle machine: the minutes are part of the result.
+
+    python benchmarks/recipe_search.py --candidates base,head256 --epochs 1 \
+        --output runs/recipe_search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchdino.config import load_config
+from quality import Evaluator, baselines, run_variant
+
+CANDIDATES: dict[str, list[str]] = {
+    "base": [],
+    "head256": ["model.hidden_dim=256", "model.bottleneck_dim=64"],
+    "split": ["loss.cls_weighting=split"],
+    "head256_split": [
+        "model.hidden_dim=256",
+        "model.bottleneck_dim=64",
+        "loss.cls_weighting=split",
+    ],
+    "lr2x": ["optim.lr=0.008"],
+    "lr_half": ["optim.lr=0.002"],
+    "mom996": ["optim.momentum_teacher=0.996"],
+    "mom98": ["optim.momentum_teacher=0.98"],
+    "tt07": ["loss.teacher_temp=0.07", "loss.warmup_teacher_temp=0.04"],
+    "out1024": ["model.out_dim=1024", "model.patch_out_dim=1024"],
+    "out4096": ["model.out_dim=4096", "model.patch_out_dim=4096"],
+    "wd": ["optim.weight_decay=0.04", "optim.weight_decay_end=0.04"],
+    "local6": ["views.num_local=6"],
+    "local8": ["views.num_local=8"],
+    "gscale": ["views.global_scale=[0.3,1.0]", "views.local_scale=[0.1,0.3]"],
+    "noblur": ["views.blur_p=[0.0,0.0,0.0]"],
+    "nearest": ["loss.matching=nearest"],
+    "dino": ["loss.patch_loss=false"],
+    "batch128": ["optim.batch_size=128"],
+    "batch32": ["optim.batch_size=32"],
+}
+"""Named candidates; any other setting can be tried with ``--try NAME:key=value,...``."""
+
+
+def parse_try(text: str) -> tuple[str, list[str]]:
+    name, sep, rest = text.partition(":")
+    overrides = [o.strip() for o in rest.split(",") if o.strip()] if sep else []
+    if not name or not overrides or any("=" not in o for o in overrides):
+        raise argparse.ArgumentTypeError(f"--try {text!r} must look like NAME:key=value,...")
+    return name, overrides
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown table of the results, best validation k-NN first."""
+    lines = [
+        "| candidate | overrides | val k-NN CLS (%) | mean | both | curve (step: CLS k-NN) "
+        "| train min | img/s |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for r in sorted(results, key=lambda r: -r["knn20"]):
+        curve = ", ".join(f"{s}: {v:.1f}" for s, v in r["curve"])
+        lines.append(
+            f"| {r['candidate']} | `{' '.join(r['overrides']) or '-'}` | {r['knn20']:.2f} | "
+            f"{r.get('knn20_mean', math.nan):.2f} | {r.get('knn20_both', math.nan):.2f} | "
+            f"{curve} | {r['train_seconds'] / 60:.1f} | {r['images_per_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="fashion_mnist_tiny")
+    parser.add_argument("--data", help="data set folder (default: the config's)")
+    parser.add_argument(
+        "--candidates", default="", help=f"comma-separated among {list(CANDIDATES)}"
+    )
+    parser.add_argument(
+        "--try",
+        dest="tries",
+        action="append",
+        type=parse_try,
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="an extra candidate (repeatable)",
+    )
+    parser.add_argument("--epochs", type=float, default=1.0, help="pretraining epochs each")
+    parser.add_argument("--evals", type=int, default=3, help="k-NN curve points per run")
+    parser.add_argument("--holdout", type=int, default=10000, help="held-out training images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curve-train", type=int, default=10000)
+    parser.add_argument("--curve-test", type=int, default=2000)
+    parser.add_argument("--probe-epochs", type=int, default=0, help="0: no linear probe")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, default=Path("runs/recipe_search"))
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="for every candidate")
+    args = parser.parse_args()
+    chosen = [c for c in args.candidates.split(",") if c]
+    unknown = [c for c in chosen if c not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    candidates = [(c, CANDIDATES[c]) for c in chosen] + list(args.tries)
+    if not candidates:
+        parser.error("no candidates: give --candidates and/or --try")
+    args.output.mkdir(parents=True, exist_ok=True)
+    log = args.output / "results.jsonl"
+    results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    device = torch.device(args.device)
+    common = [*args.overrides, f"data.holdout={args.holdout}"]
+    if args.data:
+        common.append(f"data.path='{args.data}'")
+    reference = args.output / "baselines.json"
+    if not reference.exists():  # random weights and raw pixels on the same split, once
+        config = load_config(args.config, common)
+        evaluator = Evaluator(config, device, args.curve_train, args.curve_test)
+        reference.write_text(json.dumps(baselines(config, evaluator, args), indent=1))
+    print(f"baselines on the validation split: {reference.read_text()}", flush=True)
+    for name, own in candidates:
+        overrides = [*common, *own]
+        config = load_config(args.config, overrides)
+        evaluator = Evaluator(config, device, args.curve_train, args.curve_test)
+        per_epoch = len(evaluator.train) // config.optim.batch_size
+        steps = max(1, round(args.epochs * per_epoch))
+        run_args = argparse.Namespace(
+            steps=steps,
+            eval_every=max(1, steps // args.evals),
+            device=args.device,
+            overrides=overrides,
+            data=None,
+            output=args.output / name,
+            probe_epochs=args.probe_epochs,
+            config=args.config,
+        )
+        run_args.output.mkdir(parents=True, exist_ok=True)
+        variant = "grid" if "loss.patch_loss=false" not in own else "dino"
+        print(f"{name}: {steps} steps of batch {config.optim.batch_size}", flush=True)
+        result = run_variant(variant, args.seed, run_args, evaluator)
+        result.update(
+            candidate=name,
+            overrides=own,
+            steps=steps,
+            batch_size=config.optim.batch_size,
+            images_per_s=steps * config.optim.batch_size / result["train_seconds"],
+            machine=f"{platform.machine()}, {torch.get_num_threads()} threads; torch "
+            f"{torch.__version__}; device {args.device}",
+            command=" ".join(["python", "benchmarks/recipe_search.py", *sys.argv[1:]]),
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        results.append(result)
+        with log.open("a") as out:
+            out.write(json.dumps(result) + "\n")
+        (args.output / "table.md").write_text(table(results))
+        print(table(results), flush=True)
+
+
+if __name__ == "__main__":
+    main()
