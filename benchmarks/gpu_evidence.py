@@ -65,15 +65,10 @@ CHEAPER = [
 
 QUALITY_VARIANTS = ("dino", "grid", "nearest")
 QUALITY_SEEDS = (0, 1, 2)
-QUALITY_RECIPE = [
-    "optim.batch_size=256",
-    "optim.lr=0.002",
-    "optim.warmup_epochs=1",
-    "optim.momentum_teacher=0.996",
-]
-"""Overrides of ``fashion_mnist_tiny`` for the GPU budget: a 4x larger batch (peak learning
-rate 0.002 after the linear scaling rule), one warm-up epoch and a slower teacher for runs of
-thousands of steps."""
+QUALITY_RECIPE = ["optim.batch_size=512", "optim.lr=0.0015", "optim.warmup_epochs=1"]
+"""Overrides of ``fashion_mnist_tiny`` for the GPU: batch 512 (a step of the tiny ViT costs about
+the same at 64 and 512 on a GPU, so a larger batch buys epochs), peak learning rate 0.003 after
+the linear scaling rule (3 times the CPU recipe's for 8 times its batch) and one warm-up epoch."""
 
 DRY_MODEL = [
     "model.arch=vit_pico",
@@ -427,12 +422,14 @@ def stage_throughput(ctx: Context) -> dict[str, Any]:
             }
         else:
             tables[name] = rows_from_log(runs[name]["output_tail"])
-    profile_path = ctx.work / "profile.json"
-    profile_command = [sys.executable, str(Path(__file__)), "--profile", str(profile_path)]
-    profile_command += ["--device", ctx.device] + (["--dry-run"] if ctx.dry_run else [])
-    left = max(1.0, deadline - time.perf_counter())
-    runs["profile"] = run_command(profile_command, left, ctx.work / "profile.log", child_env())
-    profile = json.loads(profile_path.read_text()) if profile_path.exists() else None
+    profile = None
+    if "k65536" in ctx.tables:  # the profile belongs to the main table's `patch` row
+        profile_path = ctx.work / "profile.json"
+        profile_command = [sys.executable, str(Path(__file__)), "--profile", str(profile_path)]
+        profile_command += ["--device", ctx.device] + (["--dry-run"] if ctx.dry_run else [])
+        left = max(1.0, deadline - time.perf_counter())
+        runs["profile"] = run_command(profile_command, left, ctx.work / "profile.log", child_env())
+        profile = json.loads(profile_path.read_text()) if profile_path.exists() else None
     complete = all(runs[n]["returncode"] == 0 for n in runs) and all(
         row.get("status") in ("ok", "OOM") for t in tables.values() for row in t.values()
     )
@@ -998,7 +995,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dry_run=args.dry_run,
         device=device,
         data=data.resolve(),
-        quality_steps=args.quality_steps or (4 if args.dry_run else 2500),
+        quality_steps=args.quality_steps or (4 if args.dry_run else 800),
         budgets=budgets,
         tables=tables,
     )

@@ -151,22 +151,34 @@ def run_variant(
     trainer = Trainer(config, folder, progress=False)
     curve: list[tuple[int, float]] = []
     started = time.perf_counter()
-    train_seconds = 0.0
+    train_seconds = train_cpu_seconds = 0.0
+    curve_seconds: list[tuple[int, float, float]] = []  # (step, wall, CPU seconds of training)
     for until in range(args.eval_every, args.steps + 1, args.eval_every):
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         trainer.run(until=until)
         train_seconds += time.perf_counter() - tick
+        train_cpu_seconds += time.process_time() - tick_cpu  # all threads of this process
         teacher = trainer.step_module.model.teacher.backbone.eval()
         curve.append((until, evaluator.knn_curve_point(teacher)))
+        curve_seconds.append((until, train_seconds, train_cpu_seconds))
         print(f"  {name} seed {seed} step {until}: curve k-NN {curve[-1][1]:.2f}", flush=True)
-        partial = {"variant": name, "seed": seed, "curve": curve, "train_seconds": train_seconds}
+        partial = {
+            "variant": name,
+            "seed": seed,
+            "curve": curve,
+            "curve_seconds": curve_seconds,
+            "train_seconds": train_seconds,
+            "train_cpu_seconds": train_cpu_seconds,
+        }
         (args.output / f"partial_{name}_seed{seed}.json").write_text(json.dumps(partial))
     result = evaluator.final(trainer.step_module.model.teacher.backbone.eval(), args.probe_epochs)
     result.update(
         variant=name,
         seed=seed,
         curve=curve,
+        curve_seconds=curve_seconds,
         train_seconds=train_seconds,
+        train_cpu_seconds=train_cpu_seconds,
         seconds=time.perf_counter() - started,
     )
     print(

@@ -1,0 +1,188 @@
+"""Where one training step's time goes: the trainer's step cut into its phases and timed.
+
+Builds the real :class:`~patchdino.train.trainer.Trainer` for ``--config`` (its data, views,
+model, loss and optimiser) and runs its step phase by phase, with the device synchronised
+between phases so that each time is its own:
+
+    data (next batch, to the device) -> views -> plan (matching and pair plan) ->
+    teacher forward -> student forward -> loss (heads and cross-entropy) -> backward ->
+    gradient clipping -> optimiser step -> EMA update -> logging (one metrics line and its
+    TensorBoard scalars)
+
+The loss value and the updates are those of the trainer's own step (same calls, same order);
+only the synchronisation between phases is added. Prints a table of milliseconds per step
+(median over ``--steps`` steps after ``--warmup``) and writes it as JSON with ``--json``.
+
+    python benchmarks/step_profile.py --config fashion_mnist_tiny --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchdino.config import load_config
+from patchdino.train.metrics import MetricsWriter
+from patchdino.train.optim import apply_schedule, clip_gradients
+from patchdino.train.trainer import Trainer, _tensorboard, step_seed
+
+PHASES = (
+    "data",
+    "views",
+    "plan",
+    "teacher forward",
+    "student forward",
+    "loss",
+    "backward",
+    "clip",
+    "optimiser",
+    "ema",
+    "logging",
+)
+
+
+class PhaseTimer:
+    """``with timer("phase"):`` adds the block's seconds to ``times["phase"]`` while recording.
+
+    The device is synchronised before and after each block, so a phase's time is its own.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.recording = False
+        self.times: dict[str, list[float]] = defaultdict(list)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        if self.recording:
+            self.times[phase].append(time.perf_counter() - start)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def profile_steps(
+    trainer: Trainer, steps: int, warmup: int, log_dir: Path
+) -> dict[str, list[float]]:
+    """Seconds of every phase of ``warmup + steps`` trainer steps (warm-up ones dropped)."""
+    config, device = trainer.config, trainer.device
+    module, model = trainer.step_module, trainer.step_module.model
+    batches = trainer._batches(0)
+    timer = PhaseTimer(device)
+    writer = MetricsWriter(log_dir / "metrics.jsonl", resume_step=0)
+    tensorboard = _tensorboard(log_dir / "tensorboard", purge_step=1)
+    module.train()
+    try:
+        for step in range(warmup + steps):
+            timer.recording = step >= warmup
+            values = trainer.schedules.at(step)
+            apply_schedule(trainer.optimizer, values)
+            seed = step_seed(config.run.seed, step, 0, 0)
+            torch.manual_seed(seed)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            with timer("data"):
+                canvas = next(batches)
+                images, sizes = canvas.images.to(device), canvas.sizes.to(device)
+            with timer("views"):
+                views = trainer.augment(images, sizes, generator=generator)
+            with timer("plan"):
+                plan = module.plan(views, generator)
+            with trainer._autocast():
+                with timer("teacher forward"):
+                    teacher = model.forward_teacher(views.global_views)
+                with timer("student forward"):
+                    student = model.forward_student(views.views)
+                with timer("loss"):
+                    heads = model.student.heads, model.teacher.heads
+                    out = module.loss(student, teacher, plan, *heads, values.teacher_temp)
+            with timer("backward"):
+                out.loss.backward()
+            with timer("clip"):
+                clip_gradients(model.student.parameters(), config.optim.clip_grad)
+            with timer("optimiser"):
+                trainer.optimizer.step()
+                trainer.optimizer.zero_grad(set_to_none=True)
+            with timer("ema"):
+                model.update_teacher(values.teacher_momentum)
+            with timer("logging"):
+                record = {
+                    "loss": out.loss.item(),
+                    "loss_cls": out.cls_loss.item(),
+                    "loss_patch": out.patch_loss.item(),
+                    "matched_patches": float(out.matched_patches),
+                    "step": step + 1,
+                    "lr": values.lr,
+                }
+                writer.write(record)
+                for key, value in record.items():
+                    if key != "step":
+                        tensorboard.add_scalar(key, value, step + 1)
+    finally:
+        writer.close()
+        tensorboard.close()
+    return timer.times
+
+
+def report(times: dict[str, list[float]], batch_size: int) -> dict[str, Any]:
+    """Median milliseconds per phase, their share and the implied images per second."""
+    rows = {p: statistics.median(times[p]) * 1e3 for p in PHASES if times.get(p)}
+    total = sum(rows.values())
+    return {
+        "ms_per_step": rows,
+        "total_ms": total,
+        "share": {p: v / total for p, v in rows.items()},
+        "images_per_s": batch_size / (total / 1e3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="fashion_mnist_tiny")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_config(args.config, args.overrides)
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(config, Path(folder) / "run", progress=False)
+        times = profile_steps(trainer, args.steps, args.warmup, Path(folder))
+    result = report(times, config.optim.batch_size)
+    result.update(
+        machine=f"{platform.machine()}, {torch.get_num_threads()} threads, device "
+        f"{trainer.device}; torch {torch.__version__}",
+        command=" ".join(["python", "benchmarks/step_profile.py", *sys.argv[1:]]),
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    print(result["machine"])
+    print(f"{'phase':<18}{'ms/step':>10}{'share':>8}")
+    for phase, ms in result["ms_per_step"].items():
+        print(f"{phase:<18}{ms:>10.2f}{100 * result['share'][phase]:>7.1f}%")
+    print(f"{'total':<18}{result['total_ms']:>10.2f}   -> {result['images_per_s']:.0f} img/s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
