@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -759,22 +760,33 @@ def quality_markdown(result: dict[str, Any] | None) -> list[str]:
 
 
 def quality_table(result: dict[str, Any]) -> list[str]:
-    """k-NN and linear top-1, mean ± std over seeds, with the baselines."""
-    lines = ["| features | k-NN top-1 (%) | linear top-1 (%) | seeds | training min / run |"]
-    lines.append("| --- | ---: | ---: | ---: | ---: |")
+    """k-NN (CLS, and mean patch token when measured) and linear top-1, mean ± std over seeds,
+    with the baselines."""
+    table = result.get("table", {})
+    pooled = bool(table) and all("knn20_mean_mean" in row for row in table.values())
+    extra = " k-NN, mean patch token (%) |" if pooled else ""
+    lines = [
+        f"| features | k-NN top-1 (%) |{extra} linear top-1 (%) | seeds | training min / run |"
+    ]
+    lines.append("| --- | ---: |" + (" ---: |" if pooled else "") + " ---: | ---: | ---: |")
     baselines = result.get("baselines", {})
     if "pixels" in baselines:
-        lines.append(f"| raw pixels | {baselines['pixels']['knn20']:.2f} | - | - | - |")
+        pixels = baselines["pixels"]["knn20"]
+        lines.append(f"| raw pixels | {pixels:.2f} |" + (" - |" if pooled else "") + " - | - | - |")
     if "random" in baselines:
         r = baselines["random"]
-        lines.append(f"| random weights | {r['knn20']:.2f} | {r['linear_top1']:.2f} | - | - |")
-    for name, row in result.get("table", {}).items():
+        mean = f" {r.get('knn20_mean', math.nan):.2f} |" if pooled else ""
         lines.append(
-            f"| `{name}` | {row['knn20_mean']:.2f} ± {row['knn20_std']:.2f} | "
+            f"| random weights | {r['knn20']:.2f} |{mean} {r['linear_top1']:.2f} | - | - |"
+        )
+    for name, row in table.items():
+        mean = f" {row['knn20_mean_mean']:.2f} ± {row['knn20_mean_std']:.2f} |" if pooled else ""
+        lines.append(
+            f"| `{name}` | {row['knn20_mean']:.2f} ± {row['knn20_std']:.2f} |{mean} "
             f"{row['linear_top1_mean']:.2f} ± {row['linear_top1_std']:.2f} | "
             f"{row['seeds']:.0f} | {row['train_seconds_mean'] / 60:.1f} |"
         )
-    if not result.get("table") and result.get("partial_curves"):
+    if not table and result.get("partial_curves"):
         lines += ["", "Runs not finished in time; k-NN curve points reached (step, top-1):", ""]
         lines += [f"- {n}: {c}" for n, c in result["partial_curves"].items()]
     return lines
