@@ -744,7 +744,14 @@ def throughput_markdown(result: dict[str, Any] | None) -> list[str]:
 
 
 def _strip_python(command: str) -> str:
-    return re.sub(r"^\S*python\S* -m patchdino", "patchdino", command)
+    """A bench command as a user types it: ``patchdino bench ...`` without the JSON path."""
+    command = re.sub(r"^\S*python\S* -m patchdino", "patchdino", command)
+    return re.sub(r" --json \S+", "", command)
+
+
+def demote(lines: list[str], levels: int = 2) -> list[str]:
+    """Markdown headings ``levels`` deeper, for embedding a report under a document heading."""
+    return ["#" * levels + line if line.startswith("#") else line for line in lines]
 
 
 def quality_markdown(result: dict[str, Any] | None) -> list[str]:
@@ -853,8 +860,8 @@ def render_docs(paths: Sequence[Path], docs: Path = DOCS) -> list[Path]:
             link = "results/gpu_fashion_mnist_knn_curves.png"
     commands = "; ".join(f"`{run['command']}`" for run in evidence["runs"])
     source = f"{machine_line(evidence)} Commands: {commands}."
-    perf = [source, "", *correctness_markdown(evidence.get("correctness"))]
-    perf += throughput_markdown(evidence.get("throughput"))
+    perf = [source, "", *demote(correctness_markdown(evidence.get("correctness")))]
+    perf += demote(throughput_markdown(evidence.get("throughput")))
     results = [source, ""]
     quality = evidence.get("quality")
     if quality:
