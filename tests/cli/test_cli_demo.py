@@ -14,7 +14,7 @@ from train_fixtures import TINY, single_thread, write_idx_folder
 from patchdino.cli.main import main
 
 
-def test_demo_writes_the_report_with_all_three_rows(tmp_path: Path) -> None:
+def test_demo_writes_the_report_with_every_row(tmp_path: Path) -> None:
     data = write_idx_folder(tmp_path / "fashion", num_train=40)
     out = tmp_path / "demo"
     overrides = [o for o in TINY if not o.startswith("run.device")]
@@ -36,7 +36,13 @@ def test_demo_writes_the_report_with_all_three_rows(tmp_path: Path) -> None:
         )
     assert code == 0
     report = (out / "report.md").read_text()
-    for row in ("pretrained teacher", "random initialisation", "raw pixels"):
+    for row in (
+        "| pretrained teacher (patchdino), CLS |",
+        "| random initialisation, CLS |",
+        "| pretrained teacher, mean patch token |",
+        "| random initialisation, mean patch token |",
+        "| raw pixels |",
+    ):
         assert row in report
     for figure in ("pretrain/loss.png", "match/matches.png", "attention.png"):
         assert f"]({figure})" in report
@@ -44,6 +50,9 @@ def test_demo_writes_the_report_with_all_three_rows(tmp_path: Path) -> None:
     teacher = json.loads((out / "knn_teacher.json").read_text())
     assert set(teacher["k"]) == {"10", "20"}  # 100 and 200 exceed the 40 training images
     assert teacher["num_train"] == 40 and teacher["num_test"] == 8
+    assert teacher["pool"] == "cls"
+    assert json.loads((out / "knn_teacher_mean.json").read_text())["pool"] == "mean"
+    assert json.loads((out / "knn_random_mean.json").read_text())["pool"] == "mean"
     metrics = (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 2
 

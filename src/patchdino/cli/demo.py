@@ -101,8 +101,10 @@ def _attention_figure(data: Path, checkpoint: Path, out: Path) -> Path:
 
 def _report(out: Path, results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> Path:
     rows = [
-        ("pretrained teacher (patchdino)", results["teacher"]),
-        ("random initialisation", results["random"]),
+        ("pretrained teacher (patchdino), CLS", results["teacher"]),
+        ("random initialisation, CLS", results["random"]),
+        ("pretrained teacher, mean patch token", results["teacher_mean"]),
+        ("random initialisation, mean patch token", results["random_mean"]),
         ("raw pixels", results["pixels"]),
     ]
     ks = [k for k in map(str, KS) if all(k in r["k"] for _, r in rows)]
@@ -110,6 +112,7 @@ def _report(out: Path, results: dict[str, dict[str, Any]], summary: dict[str, An
     for name, record in rows:
         table.append(f"| {name} | " + " | ".join(f"{record['k'][k]:.2f}" for k in ks) + " |")
     gain = results["teacher"]["k"]["20"] - results["random"]["k"]["20"]
+    gain_mean = results["teacher_mean"]["k"]["20"] - results["random_mean"]["k"]["20"]
     text = f"""# patchdino demo report
 
 Pretraining: `{summary["config"]}` on Fashion-MNIST ({summary["train_images"]} training
@@ -120,11 +123,13 @@ images), {summary["steps"]} steps of batch {summary["batch_size"]} on {summary["
 ## k-NN top-1 (%) on the 10,000 test images
 
 DINO's protocol: cosine similarity of L2-normalised CLS features, weighted vote exp(s/0.07),
-the 60,000 training images as memory.
+the 60,000 training images as memory. The "mean patch token" rows pool the patch tokens
+instead of taking CLS: the patch loss trains those tokens directly.
 
 {chr(10).join(table)}
 
-The pretrained teacher is {gain:+.2f} points above random initialisation at k = 20.
+The pretrained teacher is {gain:+.2f} points above random initialisation at k = 20 (CLS) and
+{gain_mean:+.2f} points (mean patch token).
 
 ## Training loss
 
@@ -187,12 +192,19 @@ def run(args: argparse.Namespace) -> int:
     pretrain_minutes = (time.perf_counter() - pretrain_started) / 60
     checkpoint = pretrain_dir / "checkpoint.pt"
     results: dict[str, dict[str, Any]] = {}
-    for step, (name, weights) in enumerate(
-        (("teacher", str(checkpoint)), ("random", "random"), ("pixels", "pixels")), start=2
-    ):
-        print(f"[{step}/4] k-NN of {name}" if step < 4 else "[4/4] k-NN of pixels, figures")
+    evaluations = (
+        ("teacher", str(checkpoint), "cls"),
+        ("teacher_mean", str(checkpoint), "mean"),
+        ("random", "random", "cls"),
+        ("random_mean", "random", "mean"),
+        ("pixels", "pixels", None),
+    )
+    print("[2/4] k-NN of the teacher and of random weights (CLS and mean patch token)")
+    for name, weights, pool in evaluations:
+        if pool is None:
+            print("[3/4] k-NN of raw pixels")
         target = out / f"knn_{name}.json"
-        architecture = ["--config", str(config_path)] if name == "random" else []
+        architecture = ["--config", str(config_path)] if weights == "random" else []
         _call(
             [
                 "knn",
@@ -201,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
                 "--weights",
                 weights,
                 *architecture,
+                *(["--pool", pool] if pool else []),
                 "--device",
                 args.device,
                 "--output",
@@ -211,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
         results[name] = json.loads(target.read_text())
+    print("[4/4] figures")
     _match_figure(Path(data), config, out)
     _attention_figure(Path(data), checkpoint, out)
     records = read_metrics(pretrain_dir / "metrics.jsonl")
