@@ -8,7 +8,6 @@ update of the teacher.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -20,17 +19,9 @@ from patchdino.data.batch import MultiCropBatch
 from patchdino.losses import LocalGlobalOutput, PairPlan
 from patchdino.train.build import build_step
 from patchdino.train.optim import apply_schedule, build_optimizer, clip_gradients
+from patchdino.train.precision import autocast_for
 from patchdino.train.schedules import ScheduleValues
 from patchdino.train.step import PretrainStep
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast for ``bf16``, and for ``auto`` on CUDA; no autocast otherwise."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class TrainingStep:
@@ -87,7 +78,7 @@ class TrainingStep:
 
     def __call__(self, batch: MultiCropBatch, plan: Any) -> LocalGlobalOutput:
         """One optimiser step on ``batch``; returns the loss output (not synchronised)."""
-        with autocast(self.config.run.precision, self.device):
+        with autocast_for(self.config.run.precision, self.device):
             out: LocalGlobalOutput = self.module(batch, plan, self.values.teacher_temp)
         out.loss.backward()
         clip_gradients(self.model.student.parameters(), self.config.optim.clip_grad)

@@ -23,6 +23,7 @@ from patchdino.bench.pipeline import InputPipeline, synthetic_canvas
 from patchdino.bench.results import OOM, BenchResult, BenchRow
 from patchdino.losses import PairPlan
 from patchdino.train.build import build_step
+from patchdino.train.precision import effective_precision
 
 Log = Callable[[str], None]
 
@@ -179,7 +180,7 @@ def run_bench(
             patch_size=first.model.patch_size,
             out_dim=first.model.out_dim,
             precision=first.run.precision,
-            effective_precision=_effective_precision(first.run.precision, device),
+            effective_precision=effective_precision(first.run.precision, device),
             compile=first.run.compile,
         )
     settings_dict.update(extra_settings or {})
@@ -193,11 +194,6 @@ def _matched(plan: object) -> float:
     if isinstance(plan, dict) and plan:
         return float(torch.stack([m.valid.sum(dim=1).double() for m in plan.values()]).mean())
     return 0.0
-
-
-def _effective_precision(precision: str, device: torch.device) -> str:
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return "bf16" if bf16 else "fp32"
 
 
 def _synchronize(device: torch.device) -> None:

@@ -47,6 +47,7 @@ from patchdino.train.optim import (
     cancel_last_layer_gradients,
     clip_gradients,
 )
+from patchdino.train.precision import autocast_for
 from patchdino.train.schedules import Schedules, ScheduleValues
 from patchdino.train.signals import StopRequest
 from patchdino.train.step import PretrainStep
@@ -163,11 +164,7 @@ class Trainer:
         return self.output / CHECKPOINT_NAME
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        precision = self.config.run.precision
-        bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
-        if not bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return autocast_for(self.config.run.precision, self.device)
 
     # ------------------------------------------------------------------------ checkpoints
     def _state(self, step: int, skipped: int) -> dict[str, Any]:
