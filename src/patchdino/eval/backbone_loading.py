@@ -29,6 +29,7 @@ import yaml
 from torch import Tensor, nn
 
 from patchdino.config import Config, ConfigError, load_config
+from patchdino.error_text import first_line
 from patchdino.eval.features import token_features
 from patchdino.models.backbone import Backbone, create_backbone
 
@@ -191,7 +192,7 @@ def _build(config: Config, in_chans: int, seed: int) -> Backbone:
                 m.arch, m.patch_size, img_size=config.views.global_size, in_chans=in_chans
             )
         except ValueError as err:
-            raise BackboneLoadError(_first_line(err)) from err
+            raise BackboneLoadError(first_line(err)) from err
 
 
 def _read_checkpoint(path: Path, key: str) -> StoredWeights:
@@ -202,7 +203,7 @@ def _read_checkpoint(path: Path, key: str) -> StoredWeights:
     try:
         state = load_checkpoint(path, map_location="cpu")
     except CheckpointError as err:
-        raise BackboneLoadError(_first_line(err)) from err
+        raise BackboneLoadError(first_line(err)) from err
     if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("model"), dict):
         raise BackboneLoadError(
             f"{path} is not a patchdino pretraining checkpoint (no format "
@@ -235,7 +236,7 @@ def _read_export(path: Path) -> StoredWeights:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise BackboneLoadError(f"cannot read {path}: {_first_line(err)}") from err
+        raise BackboneLoadError(f"cannot read {path}: {first_line(err)}") from err
     if metadata.get("format") != EXPORT_FORMAT or "config" not in metadata:
         raise BackboneLoadError(
             f"{path} is not a patchdino backbone export (no format '{EXPORT_FORMAT}' in its "
@@ -305,11 +306,6 @@ def _check_fit(
             f"{path} does not fit the architecture of {source} ({arch}): tensor {extra[0]} "
             f"is not part of it ({len(extra)} extra tensors)"
         )
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 class PooledBackbone(nn.Module):

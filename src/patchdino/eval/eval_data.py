@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from patchdino.data.datasets import CanvasDataset, build_dataset, detect_kind
 from patchdino.data.datasets.base import CanvasItem
+from patchdino.error_text import first_line
 
 FILE_KINDS = ("imagefolder", "flat")
 """Kinds read from image files; they get the resize-and-centre-crop transform."""
@@ -165,7 +166,7 @@ def data_kind_of(path: str) -> str:
     try:
         return detect_kind(path)
     except ValueError as err:
-        raise EvalDataError(_first_line(err)) from err
+        raise EvalDataError(first_line(err)) from err
 
 
 def file_canvas(out_size: int | None, canvas: int | None = None) -> int:
@@ -212,7 +213,7 @@ def open_split(
             on_bad_image=on_bad_image,
         )
     except ValueError as err:
-        raise EvalDataError(f"{split} split of {path}: {_first_line(err)}") from err
+        raise EvalDataError(f"{split} split of {path}: {first_line(err)}") from err
 
 
 def subset_indices(num: int, limit: int | None, seed: int = 0) -> Tensor | None:
@@ -299,8 +300,3 @@ def align_labels(
         )
     lookup = torch.tensor([index.get(name, -1) for name in test_classes], dtype=torch.long)
     return lookup[test_labels.long()]
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from patchdino.config import Config
 from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
+from patchdino.error_text import first_line
 from patchdino.train import distributed
 from patchdino.train.build import (
     build_augmentation,
@@ -228,7 +229,7 @@ class Trainer:
             changes = _changed_settings(state["config"], self.config.to_dict())
             raise CheckpointError(
                 f"cannot resume {self.checkpoint_path}: it does not fit the current "
-                f"configuration ({_first_line(err)}); settings changed since it was saved: "
+                f"configuration ({first_line(err)}); settings changed since it was saved: "
                 f"{', '.join(changes) or 'none'}. Restore them or use another --output"
             ) from err
         step = int(state["step"])
@@ -419,14 +420,6 @@ def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
         for key, value in values.items()
         if saved.get(section, {}).get(key) != value
     ]
-
-
-def _first_line(err: BaseException) -> str:
-    """The first informative line of an error (PyTorch's state-dict errors start with a title)."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        return lines[1]
-    return lines[0] if lines else type(err).__name__
 
 
 def _bad_image_count(dataset: Any) -> int:
