@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,14 @@ CANDIDATES: dict[str, list[str]] = {
     "lr_half": ["optim.lr=0.002"],
     "mom996": ["optim.momentum_teacher=0.996"],
     "mom98": ["optim.momentum_teacher=0.98"],
+    "mom95": ["optim.momentum_teacher=0.95"],
+    "mom98_lr2x": ["optim.momentum_teacher=0.98", "optim.lr=0.008"],
+    "mom98_head256": [
+        "optim.momentum_teacher=0.98",
+        "model.hidden_dim=256",
+        "model.bottleneck_dim=64",
+    ],
+    "mom98_pairs2": ["optim.momentum_teacher=0.98", "loss.patch_pairs_per_view=2"],
     "tt07": ["loss.teacher_temp=0.07", "loss.warmup_teacher_temp=0.04"],
     "out1024": ["model.out_dim=1024", "model.patch_out_dim=1024"],
     "out4096": ["model.out_dim=4096", "model.patch_out_dim=4096"],
@@ -84,6 +93,32 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_table(folders: list[Path]) -> str:
+    """Markdown table of the candidates found in several search folders (one per seed):
+    mean ± standard deviation over the seeds of each (no times: the folders may come from
+    runs with different thread counts or load)."""
+    results = [
+        json.loads(line) for f in folders for line in (f / "results.jsonl").read_text().splitlines()
+    ]
+    lines = [
+        "| candidate | seeds | val k-NN CLS (%) | mean patch token | both |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in dict.fromkeys(r["candidate"] for r in results):
+        group = [r for r in results if r["candidate"] == name]
+
+        def cell(key: str, group: list[dict[str, Any]] = group) -> str:
+            values = [r[key] for r in group if key in r]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
+
+        lines.append(
+            f"| {name} | {len(group)} | {cell('knn20')} | {cell('knn20_mean')} | "
+            f"{cell('knn20_both')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="fashion_mnist_tiny")
@@ -109,8 +144,18 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=0, help="0: no linear probe")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/recipe_search"))
+    parser.add_argument(
+        "--seeds-table",
+        type=Path,
+        nargs="+",
+        metavar="FOLDER",
+        help="print the mean ± std table of earlier searches (one folder per seed) and stop",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="for every candidate")
     args = parser.parse_args()
+    if args.seeds_table:
+        print(seed_table(args.seeds_table), end="")
+        return
     chosen = [c for c in args.candidates.split(",") if c]
     unknown = [c for c in chosen if c not in CANDIDATES]
     if unknown:
