@@ -1,0 +1,62 @@
+"""benchmarks/recipe_search.py: candidate parsing and the table over seeds."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def search() -> ModuleType:
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling quality.py
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "recipe_search", BENCHMARKS / "recipe_search.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def test_extra_candidates_are_parsed_or_refused(search: ModuleType) -> None:
+    assert search.parse_try("fast:optim.lr=0.01, views.num_local=2") == (
+        "fast",
+        ["optim.lr=0.01", "views.num_local=2"],
+    )
+    for bad in ("fast", "fast:", ":optim.lr=1", "fast:optim.lr"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME:key=value"):
+            search.parse_try(bad)
+
+
+def test_seed_table_gives_mean_and_spread_per_candidate(search: ModuleType, tmp_path: Path) -> None:
+    values = {"a": [(70.0, 75.0), (72.0, 77.0)], "b": [(60.0, 61.0)]}
+    for seed in range(2):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        lines = [
+            json.dumps(
+                {
+                    "candidate": name,
+                    "knn20": v[seed][0],
+                    "knn20_mean": v[seed][1],
+                    "knn20_both": v[seed][1],
+                }
+            )
+            for name, v in values.items()
+            if seed < len(v)
+        ]
+        (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+    table = search.seed_table([tmp_path / "seed0", tmp_path / "seed1"])
+    assert "| a | 2 | 71.00 ± 1.41 | 76.00 ± 1.41 | 76.00 ± 1.41 |" in table
+    assert "| b | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | 61.00 ± 0.00 |" in table
