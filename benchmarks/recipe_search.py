@@ -119,6 +119,45 @@ def seed_table(folders: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curve_figure(folder: Path, path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Plot each run of ``folder`` as k-NN (curve subsets) against training minutes, with raw
+    pixels on the same subsets as a line; returns that pixel score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from patchdino.eval import knn_classify, pixel_features, pixel_statistics
+
+    results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    common = [*args.overrides, f"data.holdout={args.holdout}"]
+    config = load_config(args.config, common + ([f"data.path='{args.data}'"] if args.data else []))
+    evaluator = Evaluator(config, torch.device("cpu"), args.curve_train, args.curve_test)
+    train = evaluator.train.images[evaluator.curve_train.sort().values]
+    test = evaluator.test.images[evaluator.curve_test.sort().values]
+    mean, std = pixel_statistics(train)
+    pixels = knn_classify(
+        pixel_features(train, mean, std),
+        evaluator.train.labels[evaluator.curve_train.sort().values],
+        pixel_features(test, mean, std),
+        evaluator.test.labels[evaluator.curve_test.sort().values],
+        ks=(20,),
+    ).top1[20]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for result in results:
+        minutes = [seconds / 60 for _, seconds, _ in result["curve_seconds"]]
+        ax.plot(minutes, [v for _, v in result["curve"]], marker="o", label=result["candidate"])
+    ax.axhline(pixels, color="black", linestyle="--", label=f"raw pixels ({pixels:.2f})")
+    ax.set_xlabel("training minutes (this machine, as run)")
+    ax.set_ylabel("k-NN top-1 (%), k = 20, validation subsets")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {"pixels_on_curve_subsets": pixels}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="fashion_mnist_tiny")
@@ -151,10 +190,20 @@ def main() -> None:
         metavar="FOLDER",
         help="print the mean ± std table of earlier searches (one folder per seed) and stop",
     )
+    parser.add_argument(
+        "--curve-figure",
+        nargs=2,
+        metavar=("FOLDER", "PNG"),
+        help="plot the k-NN curves of an earlier search against training minutes and stop",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="for every candidate")
     args = parser.parse_args()
     if args.seeds_table:
         print(seed_table(args.seeds_table), end="")
+        return
+    if args.curve_figure:
+        folder, figure = args.curve_figure
+        print(json.dumps(curve_figure(Path(folder), Path(figure), args)))
         return
     chosen = [c for c in args.candidates.split(",") if c]
     unknown = [c for c in chosen if c not in CANDIDATES]
