@@ -52,6 +52,12 @@ CANDIDATES: dict[str, list[str]] = {
         "model.bottleneck_dim=64",
     ],
     "mom98_pairs2": ["optim.momentum_teacher=0.98", "loss.patch_pairs_per_view=2"],
+    "mom98_lr2x_head256": [
+        "optim.momentum_teacher=0.98",
+        "optim.lr=0.008",
+        "model.hidden_dim=256",
+        "model.bottleneck_dim=64",
+    ],
     "tt07": ["loss.teacher_temp=0.07", "loss.warmup_teacher_temp=0.04"],
     "out1024": ["model.out_dim=1024", "model.patch_out_dim=1024"],
     "out4096": ["model.out_dim=4096", "model.patch_out_dim=4096"],
