@@ -31,6 +31,7 @@ data when ``--data`` is not given), to check the kit itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -245,22 +246,14 @@ def run_command(
 
 
 def _kill_group(process: subprocess.Popen[Any]) -> None:
-    with _quiet():
+    with contextlib.suppress(ProcessLookupError):  # the group may be gone
         os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        with _quiet():
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-
-class _quiet:  # noqa: N801 - used like contextlib.suppress for a vanished process group
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)  # type: ignore[arg-type]
 
 
 def child_env(threads: int | None = None) -> dict[str, str]:
@@ -305,11 +298,11 @@ def environment() -> dict[str, Any]:
         "cuda_runtime": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
     }
-    with _ignore_missing_package():
+    with contextlib.suppress(ImportError):
         import torchvision
 
         info["torchvision"] = torchvision.__version__
-    with _ignore_missing_package():
+    with contextlib.suppress(ImportError):
         import timm
 
         info["timm"] = timm.__version__
@@ -328,14 +321,6 @@ def environment() -> dict[str, Any]:
         done = subprocess.run([smi, query, "--format=csv,noheader"], capture_output=True, text=True)
         info["nvidia_smi"] = done.stdout.strip() or done.stderr.strip()
     return info
-
-
-class _ignore_missing_package:  # noqa: N801
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], ImportError)  # type: ignore[arg-type]
 
 
 def stage_correctness(ctx: Context) -> dict[str, Any]:
