@@ -32,12 +32,12 @@ from patchdino.config import Config, ConfigError, load_config
 from patchdino.error_text import first_line
 from patchdino.eval.features import token_features
 from patchdino.models.backbone import Backbone, create_backbone
+from patchdino.train.checkpoint import CHECKPOINT_NAME
 
 CHECKPOINT_KEYS = ("teacher", "student")
 RANDOM_WEIGHTS = "random"
 EXPORT_FORMAT = "patchdino-backbone-v1"
 """``format`` entry of the metadata of exported ``.safetensors`` backbones."""
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class BackboneLoadError(ValueError):

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+CHECKPOINT_NAME = "checkpoint.pt"
+"""File name of the checkpoint inside a run folder."""
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message says why."""

@@ -40,7 +40,12 @@ from patchdino.train.build import (
     normalisation,
     open_dataset,
 )
-from patchdino.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from patchdino.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from patchdino.train.metrics import MetricsWriter, read_metrics
 from patchdino.train.optim import (
     apply_schedule,
@@ -54,7 +59,6 @@ from patchdino.train.signals import StopRequest
 from patchdino.train.step import PretrainStep
 from patchdino.viz.curves import plot_loss_curves
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "patchdino-pretrain-v1"
 LOSS_KEYS = ("loss", "loss_cls", "loss_patch", "matched_patches")
 
