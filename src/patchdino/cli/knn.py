@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_common_arguments, check_positive
+from patchdino.cli.features import add_common_arguments, check_pool, check_positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,16 +39,21 @@ def format_table(top1: dict[int, float], top5: dict[int, float]) -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.features import feature_model, labelled_features, prepare
+    from patchdino.cli.features import extraction, prepare, usage_errors
     from patchdino.eval.knn import knn_classify
+    from patchdino.eval.pipeline import feature_model, labelled_features
 
     check_positive(max_train=args.max_train, max_test=args.max_test, ks=min(args.ks))
+    check_pool(args.pool)
     if args.temperature <= 0:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
     started = time.perf_counter()
     setup = prepare(args)
-    model = None if setup.backbone is None else feature_model(setup, args.pool)
-    data = labelled_features(setup, model, args, "k-NN")
+    with usage_errors():
+        model = None if setup.backbone is None else feature_model(setup, args.pool)
+        data = labelled_features(
+            setup, model, "k-NN", extraction(args), args.max_train, args.max_test
+        )
     (train_feats, train_labels), (test_feats, test_labels) = data.train, data.test
     num_train = int(train_feats.shape[0])
     ks = sorted(set(args.ks))

@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.features import labelled_features, prepare
+    from patchdino.cli.features import extraction, prepare, usage_errors
     from patchdino.eval.linear import NORMALIZATIONS, MultiBlockFeatures, train_linear_probe
+    from patchdino.eval.pipeline import labelled_features
 
     check_positive(
         epochs=args.epochs,
@@ -76,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
                 f"--n-last-blocks {args.n_last_blocks} exceeds the backbone's {depth} blocks"
             )
         model = MultiBlockFeatures(setup.backbone.model, args.n_last_blocks, args.avgpool)
-    data = labelled_features(setup, model, args, "a linear probe")
+    with usage_errors():
+        data = labelled_features(
+            setup, model, "a linear probe", extraction(args), args.max_train, args.max_test
+        )
     (train_feats, train_labels), (test_feats, test_labels) = data.train, data.test
     try:
         result = train_linear_probe(

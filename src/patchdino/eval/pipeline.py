@@ -1,0 +1,298 @@
+"""The evaluation pipeline: weights and data set set-up, then features of whole splits.
+
+Every evaluation (k-NN, linear probe, dense and retrieval tasks, the ``features`` command,
+the benchmarks) starts the same way: read the weights (a checkpoint, an export, random weights
+or the raw-pixel baseline), find the data set's kind and decide how its images are prepared
+(:func:`prepare`), open a split (:func:`open_split`) and encode it (:func:`split_features`,
+:func:`labelled_features`). Every function takes explicit arguments and raises
+:class:`EvalSetupError` (a ``ValueError`` with a one-line message) on input the user can fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from patchdino.config import Config, ConfigError, load_config
+from patchdino.data.datasets import CanvasDataset
+from patchdino.error_text import first_line
+from patchdino.models import Backbone
+
+PIXELS = "pixels"
+"""``weights`` value of the raw-pixel baseline."""
+RANDOM = "random"
+"""``weights`` value of a randomly initialised network of the config's architecture."""
+
+
+class EvalSetupError(ValueError):
+    """Weights, data or an option that the evaluation cannot use; the message says why."""
+
+
+@dataclass
+class EvalSetup:
+    """What an evaluation needs: the model input pipeline and the network.
+
+    Attributes:
+        data: the data set folder.
+        kind: its kind.
+        backbone: the frozen network, or None for the raw-pixel baseline.
+        config: configuration of the architecture (defaults for pixels without a config).
+        channels: image channels to load (None: the data set's own).
+        image_size: side of the evaluation images (None: native size).
+        mean: normalisation means in ``[0, 1]`` units (empty for pixels).
+        std: normalisation standard deviations (empty for pixels).
+        device: where the network runs.
+    """
+
+    data: str
+    kind: str
+    backbone: Backbone | None
+    config: Config
+    channels: int | None
+    image_size: int | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How splits are encoded.
+
+    Attributes:
+        batch_size: images per forward pass.
+        num_workers: data loader worker processes.
+        progress: show progress bars.
+    """
+
+    batch_size: int = 256
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise EvalSetupError(f"the batch size must be at least 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise EvalSetupError(f"the number of workers must be >= 0, got {self.num_workers}")
+
+
+def prepare(
+    data: str | Path,
+    weights: str | Path,
+    device: torch.device,
+    config: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+    image_size: int | None = None,
+) -> EvalSetup:
+    """Load ``weights`` and decide how the images of ``data`` are prepared for it.
+
+    Args:
+        data: data set folder of any supported kind.
+        weights: a ``checkpoint.pt`` of ``patchdino pretrain`` (or its run folder), a
+            ``.safetensors`` export, :data:`RANDOM` or :data:`PIXELS`.
+        device: where the network will run.
+        config: YAML config: the architecture of random weights; with a checkpoint its
+            tensors must fit it. For pixels it sets the image size of file data sets.
+        checkpoint_key: ``"teacher"`` or ``"student"``.
+        image_size: side of the square evaluation images (default: the config's
+            ``views.global_size``; for pixels without a config, the native size of
+            in-memory data sets).
+
+    Raises:
+        EvalSetupError: missing or incompatible weights, an unknown data layout, an image size
+            that is not a multiple of the patch size.
+    """
+    from patchdino.eval.backbone_loading import load_backbone
+    from patchdino.eval.eval_data import FILE_KINDS, data_kind_of
+    from patchdino.train.build import normalisation
+
+    if image_size is not None and image_size < 1:
+        raise EvalSetupError(f"the image size must be at least 1, got {image_size}")
+    data, weights = str(data), str(weights)
+    try:
+        kind = data_kind_of(data)
+        if weights == PIXELS:
+            cfg = Config() if config is None else load_config(config)
+            size = image_size
+            if size is None and (config is not None or kind in FILE_KINDS):
+                size = cfg.views.global_size
+            return EvalSetup(data, kind, None, cfg, cfg.data.channels, size, (), (), device)
+        in_chans = data_channels(kind, config) if weights == RANDOM else None
+        backbone, cfg, channels = load_backbone(
+            weights, checkpoint_key, None if config is None else Path(config), device, in_chans
+        )
+        trained_on = kind if cfg.data.kind == "auto" else cfg.data.kind
+        mean, std = normalisation(cfg, trained_on, channels)
+    except ConfigError as err:
+        raise EvalSetupError(f"invalid configuration: {'; '.join(err.problems)}") from err
+    except EvalSetupError:
+        raise
+    except ValueError as err:
+        raise EvalSetupError(first_line(err)) from err
+    size = image_size if image_size is not None else cfg.views.global_size
+    if size % backbone.patch_size:
+        raise EvalSetupError(
+            f"image size {size} is not a multiple of the patch size {backbone.patch_size}"
+        )
+    return EvalSetup(data, kind, backbone, cfg, channels, size, mean, std, device)
+
+
+def data_channels(kind: str, config: str | Path | None = None) -> int:
+    """Channels random weights are built for: the config's, else the data set's own."""
+    if config is not None:
+        channels = load_config(config).data.channels
+        if channels is not None:
+            return int(channels)
+    return 1 if kind in ("fashion_mnist", "mnist") else 3
+
+
+def open_split(setup: EvalSetup, split: str) -> CanvasDataset:
+    """One split (``"train"``, ``"test"`` or ``"val"``) of the set-up's data, for evaluation.
+
+    Raises:
+        EvalSetupError: the split is missing or unreadable.
+    """
+    from patchdino.eval.eval_data import open_split as open_eval_split
+
+    try:
+        return open_eval_split(
+            setup.data,
+            split,
+            setup.kind,
+            setup.channels,
+            setup.image_size,
+            canvas=setup.config.data.canvas,
+            on_bad_image=setup.config.data.on_bad_image,
+        )
+    except ValueError as err:
+        raise EvalSetupError(first_line(err)) from err
+
+
+def feature_model(setup: EvalSetup, pool: str) -> nn.Module:
+    """The backbone followed by token pooling (``"cls"``, ``"mean"`` or ``"both"``).
+
+    The module maps ``(B, C, S, S)`` normalised images to ``(B, D)`` (``(B, 2D)`` for both).
+    """
+    from patchdino.eval.backbone_loading import PooledBackbone
+    from patchdino.eval.features import POOLS
+
+    if pool not in POOLS:
+        raise EvalSetupError(f"the pooling must be one of {', '.join(POOLS)}, got {pool!r}")
+    if setup.backbone is None:
+        raise EvalSetupError("pixels has no network to pool")
+    return PooledBackbone(setup.backbone, pool)
+
+
+def split_features(
+    setup: EvalSetup,
+    dataset: CanvasDataset,
+    model: nn.Module | None,
+    extraction: Extraction = Extraction(),
+    limit: int | None = None,
+    desc: str = "features",
+    pixel_stats: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """Features and labels of (a seeded subset of ``limit`` images of) ``dataset``.
+
+    With ``model`` None the features are raw pixels (:func:`patchdino.eval.pixel_features`),
+    standardised with ``pixel_stats`` or, when None, with this split's own statistics.
+
+    Returns:
+        ``(N, D)`` float32 features, ``(N,)`` labels (CPU), and the pixel statistics used
+        (None for a model).
+    """
+    from patchdino.eval.eval_data import Normalise, eval_loader, subset_indices
+    from patchdino.eval.features import extract_features
+    from patchdino.eval.knn import pixel_features, pixel_statistics
+
+    try:
+        loader = eval_loader(
+            dataset,
+            setup.kind,
+            setup.image_size,
+            extraction.batch_size,
+            extraction.num_workers,
+            indices=subset_indices(len(dataset), limit),
+            pin_memory=setup.device.type == "cuda",
+        )
+        if model is None:
+            batches = list(loader)
+            if not batches:
+                raise EvalSetupError("the split holds no images")
+            images = torch.cat([b[0] for b in batches])  # (N, C, S, S) uint8
+            labels = torch.cat([b[1] for b in batches])  # (N,)
+            stats = pixel_stats if pixel_stats is not None else pixel_statistics(images)
+            return pixel_features(images, *stats), labels, stats
+        features, labels = extract_features(
+            model.to(setup.device),
+            loader,
+            setup.device,
+            transform=Normalise(setup.mean, setup.std).to(setup.device),
+            progress=extraction.progress,
+            desc=desc,
+        )
+    except EvalSetupError:
+        raise
+    except ValueError as err:
+        raise EvalSetupError(first_line(err)) from err
+    return features, labels, None
+
+
+@dataclass(frozen=True)
+class LabelledFeatures:
+    """Features of the train split (memory / probe training) and the test split (queries).
+
+    Attributes:
+        train: ``(N, D)`` features and ``(N,)`` labels.
+        test: ``(M, D)`` features and ``(M,)`` labels, numbered as the train classes.
+        classes: class names of the train split.
+    """
+
+    train: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    classes: list[str]
+
+
+def labelled_features(
+    setup: EvalSetup,
+    model: nn.Module | None,
+    purpose: str,
+    extraction: Extraction = Extraction(),
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> LabelledFeatures:
+    """Features of both labelled splits, test labels aligned to the train classes.
+
+    Args:
+        setup: see :func:`prepare`.
+        model: maps images to ``(B, D)`` features (:func:`feature_model`); None for pixels.
+        purpose: what needs the labels, for the error on unlabelled data (``"k-NN"``).
+        extraction: batch size, workers, progress bars.
+        max_train: encode a seeded random subset of this many train images.
+        max_test: the same for the test split.
+
+    Raises:
+        EvalSetupError: unlabelled data, a missing split, test classes the train split lacks.
+    """
+    from patchdino.eval.eval_data import EvalDataError, align_labels
+
+    train_set = open_split(setup, "train")
+    test_set = open_split(setup, "test")
+    if train_set.classes is None:
+        raise EvalSetupError(f"{setup.data} has no labels; {purpose} needs a labelled data set")
+    train_feats, train_labels, stats = split_features(
+        setup, train_set, model, extraction, max_train, "features train"
+    )
+    test_feats, test_labels, _ = split_features(
+        setup, test_set, model, extraction, max_test, "features test", pixel_stats=stats
+    )
+    try:
+        test_labels = align_labels(train_set.classes, test_set.classes, test_labels)
+    except EvalDataError as err:
+        raise EvalSetupError(str(err)) from err
+    return LabelledFeatures(
+        (train_feats, train_labels), (test_feats, test_labels), list(train_set.classes)
+    )
