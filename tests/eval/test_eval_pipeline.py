@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from idx_files import garment_images, write_idx_split
 
+from idx_files import garment_images, write_idx_split
 from patchdino.eval.pipeline import (
     PIXELS,
     RANDOM,
@@ -93,7 +93,7 @@ def test_bad_input_is_one_line(
 
 
 def test_missing_data_and_pool(tmp_path: Path, data: Path, config: Path) -> None:
-    with pytest.raises(EvalSetupError, match="does not exist|no data set|not found"):
+    with pytest.raises(EvalSetupError, match=r"does not exist|no data set|not found"):
         prepare(tmp_path / "absent", RANDOM, CPU, config=config)
     with pytest.raises(EvalSetupError, match="pooling must be one of"):
         feature_model(prepare(data, RANDOM, CPU, config=config), "max")
