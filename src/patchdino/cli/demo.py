@@ -1,8 +1,10 @@
 """``patchdino demo``: the main job on the embedded default, start to finish on a CPU.
 
-Gets Fashion-MNIST, pretrains the packaged ``fashion_mnist_tiny`` configuration, evaluates the
-teacher, a random initialisation and raw pixels by k-NN on the 10,000 test images, and writes
-``report.md`` with the table, the loss curve, a match figure and an attention figure.
+Finds Fashion-MNIST (``--data``, else the folder of Debian's package, which ``make
+fashion-mnist`` installs), pretrains the packaged ``fashion_mnist_tiny`` configuration,
+evaluates the teacher, a random initialisation and raw pixels by k-NN on the 10,000 test
+images, and writes ``report.md`` with the table, the loss curve, a match figure and an
+attention figure.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ KS = (10, 20, 100, 200)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/demo"), help="demo folder")
     parser.add_argument(
-        "--data", type=Path, help="Fashion-MNIST IDX folder (default: found or fetched)"
+        "--data",
+        type=Path,
+        help="Fashion-MNIST IDX folder (default: /usr/share/datasets/fashion-mnist)",
     )
     parser.add_argument("--config", default=DEMO_CONFIG, help="config file or packaged name")
     parser.add_argument("--max-steps", type=int, help="pretraining steps (default: config)")
@@ -156,7 +160,8 @@ Total time {summary["total_minutes"]:.1f} min.
 
 def run(args: argparse.Namespace) -> int:
     from patchdino.config import load_config, resolve_config_path
-    from patchdino.data.datasets import ensure_fashion_mnist
+    from patchdino.data.datasets import find_fashion_mnist
+    from patchdino.train.checkpoint import CHECKPOINT_NAME
     from patchdino.train.distributed import resolve_device
     from patchdino.train.metrics import read_metrics
 
@@ -164,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     try:
-        data = args.data or ensure_fashion_mnist()
-    except RuntimeError as err:
+        data = args.data or find_fashion_mnist()
+    except ValueError as err:
         raise UsageError(str(err)) from err
     config_path = resolve_config_path(args.config)
     overrides = [f"data.path='{data}'", *args.overrides]
@@ -190,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         ]
     )
     pretrain_minutes = (time.perf_counter() - pretrain_started) / 60
-    checkpoint = pretrain_dir / "checkpoint.pt"
+    checkpoint = pretrain_dir / CHECKPOINT_NAME
     results: dict[str, dict[str, Any]] = {}
     evaluations = (
         ("teacher", str(checkpoint), "cls"),

@@ -8,27 +8,15 @@ takes its own shard of every global batch.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from patchdino.data.datasets.base import CanvasBatch, collate_canvas
 
-@dataclass(frozen=True)
-class CanvasBatch:
-    """Decoded images of one step on one rank.
-
-    Attributes:
-        images: ``(B, C, H, W)`` uint8 canvas images.
-        sizes: ``(B, 2)`` long, valid ``[height, width]`` of each image on its canvas.
-        labels: ``(B,)`` long, -1 where unknown.
-    """
-
-    images: Tensor
-    sizes: Tensor
-    labels: Tensor
+__all__ = ["BatchStream", "CanvasBatch", "batch_indices", "epoch_permutation", "resume_position"]
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> Tensor:
@@ -107,14 +95,6 @@ class _IndexBatches(torch.utils.data.Sampler[list[int]]):
         return len(self.batches)
 
 
-def _collate(items: list[tuple[Tensor, Tensor, int]]) -> CanvasBatch:
-    return CanvasBatch(
-        torch.stack([item[0] for item in items]),
-        torch.stack([item[1] for item in items]),
-        torch.tensor([int(item[2]) for item in items], dtype=torch.long),
-    )
-
-
 class BatchStream:
     """Iterates a data set's batches for one rank, from any (epoch, step) on.
 
@@ -150,20 +130,17 @@ class BatchStream:
         )[start_step:]
         images = getattr(self.dataset, "images", None)
         if isinstance(images, Tensor):
-            sizes = getattr(self.dataset, "sizes", None)
             labels = getattr(self.dataset, "labels", None)
             for index in batches:
                 yield CanvasBatch(
-                    images[index],
-                    _sizes_for(images, index) if sizes is None else sizes[index],
-                    _labels_for(labels, index),
+                    images[index], _sizes_for(images, index), _labels_for(labels, index)
                 )
             return
         loader = DataLoader(
             self.dataset,
             batch_sampler=_IndexBatches(batches),
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=collate_canvas,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
         )

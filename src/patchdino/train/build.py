@@ -5,33 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from patchdino.config import Config
-from patchdino.data.datasets import DEFAULT_FASHION_MNIST_DIR, CanvasDataset, build_dataset
-from patchdino.data.datasets.detect import detect_kind
+from patchdino.data.datasets import (
+    CanvasDataset,
+    build_dataset,
+    canvas_for,
+    default_root,
+    detect_kind,
+    statistics,
+)
 from patchdino.data.datasets.holdout import holdout_part
 from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec
 from patchdino.losses import LocalGlobalLoss
 from patchdino.models import StudentTeacher
 from patchdino.train.step import PretrainStep
 
-FILE_KINDS = ("imagefolder", "flat")
-FILE_CANVAS = 320
-"""Canvas of file-based data sets when ``data.canvas`` is null: room for 224 px crops."""
-
-STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-
 
 def data_path(config: Config) -> Path:
     """The data root; an empty ``data.path`` means the default Fashion-MNIST folder."""
     if config.data.path:
         return Path(config.data.path)
-    if config.data.kind in ("auto", "fashion_mnist"):
-        return DEFAULT_FASHION_MNIST_DIR
+    root = default_root(config.data.kind)
+    if root is not None:
+        return root
     raise ValueError(f"data.path is empty; give the folder of the {config.data.kind} data set")
 
 
@@ -50,14 +45,11 @@ def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
     (:func:`~patchdino.data.datasets.holdout.holdout_part`).
     """
     kind = data_kind(config)
-    canvas = config.data.canvas
-    if canvas is None and kind in FILE_KINDS:
-        canvas = FILE_CANVAS
     dataset = build_dataset(
         data_path(config),
         kind,
         split,
-        canvas=canvas,
+        canvas=canvas_for(kind, config.data.canvas),
         channels=config.data.channels,
         on_bad_image=config.data.on_bad_image,
     )
@@ -67,11 +59,15 @@ def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
 
 
 def normalisation(config: Config, kind: str, channels: int) -> tuple[tuple[float, ...], ...]:
-    """``(mean, std)`` of the configured or usual statistics, with ``channels`` entries."""
+    """``(mean, std)`` of the configured or usual statistics, with ``channels`` entries.
+
+    The usual statistics are the kind's (:func:`~patchdino.data.datasets.statistics`);
+    ImageNet's for any other ``kind`` name.
+    """
     if config.data.mean is not None and config.data.std is not None:
         mean, std = config.data.mean, config.data.std
     else:
-        mean, std = STATISTICS.get(kind, STATISTICS["imagenet"])
+        mean, std = statistics(kind)
     if len(mean) == channels:
         return mean, std
     if channels == 1:

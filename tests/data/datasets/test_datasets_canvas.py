@@ -1,9 +1,9 @@
-"""Canvas geometry and batching."""
+"""Canvas geometry."""
 
 import pytest
 import torch
 
-from patchdino.data.datasets import canvas_size, collate_canvas, pad_to_canvas, resize_to_canvas
+from patchdino.data.datasets import canvas_size, pad_to_canvas, resize_to_canvas
 
 
 @pytest.mark.parametrize(
@@ -43,19 +43,3 @@ def test_resize_to_canvas_native_size() -> None:
     image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
     out, size = resize_to_canvas(image, None)
     assert torch.equal(out, image) and size.tolist() == [8, 8]
-
-
-def test_collate_canvas_stacks_items() -> None:
-    items = [(torch.full((3, 4, 4), i, dtype=torch.uint8), torch.tensor([4, i + 1]), i - 1)
-             for i in range(3)]  # fmt: skip
-    images, sizes, labels = collate_canvas(items)
-    assert images.shape == (3, 3, 4, 4) and images.dtype == torch.uint8
-    assert sizes.tolist() == [[4, 1], [4, 2], [4, 3]]
-    assert labels.tolist() == [-1, 0, 1] and labels.dtype == torch.long
-
-
-def test_collate_canvas_mixed_shapes_error() -> None:
-    items = [(torch.zeros(3, 4, 4, dtype=torch.uint8), torch.tensor([4, 4]), 0),
-             (torch.zeros(3, 5, 4, dtype=torch.uint8), torch.tensor([5, 4]), 0)]  # fmt: skip
-    with pytest.raises(ValueError, match="canvas"):
-        collate_canvas(items)

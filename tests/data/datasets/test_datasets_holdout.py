@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_datasets_idx import _mnist_folder
+from test_datasets_in_memory import _mnist_folder
 
 from patchdino.config import load_config
 from patchdino.data.datasets import InMemoryDataset

@@ -1,7 +1,11 @@
-"""What every data set of this package yields and exposes."""
+"""What every data set of this package yields and exposes, and how its items are batched."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -10,6 +14,20 @@ from patchdino.data.datasets.bad_images import BadImageLog
 CanvasItem = tuple[Tensor, Tensor, int]
 """``(image, size, label)``: ``(C, Hc, Wc)`` uint8 image on its canvas, ``(2,)`` long
 ``[h, w]`` of the valid (top-left) region, and the class index (-1 when unlabelled)."""
+
+
+class CanvasBatch(NamedTuple):
+    """Canvas items stacked into one batch.
+
+    Attributes:
+        images: ``(B, C, Hc, Wc)`` uint8 canvas images.
+        sizes: ``(B, 2)`` long, valid ``[height, width]`` of each image on its canvas.
+        labels: ``(B,)`` long, -1 where unknown.
+    """
+
+    images: Tensor
+    sizes: Tensor
+    labels: Tensor
 
 
 class CanvasDataset(Dataset[CanvasItem]):
@@ -43,3 +61,31 @@ class CanvasDataset(Dataset[CanvasItem]):
 
     def __getitem__(self, index: int) -> CanvasItem:
         raise NotImplementedError
+
+
+def collate_canvas(items: Sequence[CanvasItem]) -> CanvasBatch:
+    """Stack ``(image, size, label)`` items (the ``collate_fn`` of data loaders).
+
+    Args:
+        items: B items with ``(C, Hc, Wc)`` uint8 images of one shape, ``(2,)`` sizes and
+            int labels.
+
+    Returns:
+        ``(B, C, Hc, Wc)`` uint8 images, ``(B, 2)`` long sizes ``[h, w]`` and ``(B,)`` long
+        labels.
+
+    Raises:
+        ValueError: no items, or images of different shapes (no canvas was set).
+    """
+    if not items:
+        raise ValueError("cannot collate an empty list of items")
+    shapes = {tuple(image.shape) for image, _, _ in items}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images of different shapes in one batch: {sorted(shapes)[:4]}; set a canvas "
+            "size so that every image is resized and padded to the same square"
+        )
+    images = torch.stack([image for image, _, _ in items])
+    sizes = torch.stack([size for _, size, _ in items])
+    labels = torch.tensor([int(label) for _, _, label in items], dtype=torch.long)
+    return CanvasBatch(images, sizes, labels)

@@ -1,11 +1,22 @@
-"""The fixed canvas every item is placed on: resize the longer side, pad bottom/right."""
+"""The fixed canvas every item is placed on, and decoding image files onto it.
+
+The longer side of an image is resized to the canvas (aspect kept) and the rest padded with
+zeros at the bottom and right. Image files are decoded with PIL straight to that size.
+"""
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageFile
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
+
+from patchdino.data.datasets.bad_images import BadImageError
 
 
 def canvas_size(height: int, width: int, canvas: int | None) -> tuple[int, int]:
@@ -69,3 +80,84 @@ def resize_to_canvas(image: Tensor, canvas: int | None) -> tuple[Tensor, Tensor]
     if (h, w) != tuple(image.shape[-2:]):
         image = TF.resize(image, [h, w], antialias=True)
     return pad_to_canvas(image, canvas)
+
+
+# What PIL raises on broken files: UnidentifiedImageError and "image file is truncated" are
+# OSErrors; malformed headers surface as SyntaxError, ValueError, EOFError or struct.error.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Map 16-bit integer and float images to 8-bit grayscale; other modes pass through."""
+    if image.mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode == "I":
+        array = np.asarray(image, dtype=np.float64)
+        if array.max(initial=0) > 255:
+            array = array / 257.0
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+
+
+def _decode(path: Path, channels: int, canvas: int | None) -> Tensor:
+    mode = "RGB" if channels == 3 else "L"
+    with Image.open(path) as image:
+        h, w = canvas_size(image.height, image.width, canvas)
+        if canvas is not None:
+            # JPEG only: decode at a reduced DCT scale that still covers the target size.
+            image.draft(mode, (w, h))
+        image.load()
+        converted = _to_8bit(image).convert(mode)
+    if converted.size != (w, h):
+        converted = converted.resize((w, h), RESAMPLE)
+    array = np.asarray(converted, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, h, w)
+
+
+def decode_image(path: Path, channels: int, canvas: int | None) -> Tensor:
+    """Read an image file, convert it to ``channels`` and fit its longer side to ``canvas``.
+
+    Truncated files are refused: PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` must be False
+    (its default); if other code has set it, this raises rather than accept partial data.
+
+    Args:
+        path: image file.
+        channels: 3 for RGB (grayscale is replicated), 1 for luminance.
+        canvas: length of the longer side after resizing, or None to keep the native size.
+
+    Returns:
+        ``(channels, h, w)`` uint8 tensor with ``max(h, w) == canvas``.
+
+    Raises:
+        BadImageError: the file is empty, truncated, or not an image PIL can decode.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True, so truncated images would load "
+            "silently with grey areas; set it back to False"
+        )
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError(path, "the file is empty (0 bytes)")
+        return _decode(path, channels, canvas)
+    except BadImageError:
+        raise
+    except DECODE_ERRORS as error:
+        raise BadImageError(path, f"{type(error).__name__}: {error}") from error

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from patchdino.data.datasets.base import CanvasDataset, CanvasItem
-from patchdino.data.datasets.tensor_dataset import InMemoryDataset
+from patchdino.data.datasets.in_memory import InMemoryDataset
 
 HOLDOUT_SEED = 0
 PARTS = ("train", "val")

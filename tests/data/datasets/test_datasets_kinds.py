@@ -1,4 +1,4 @@
-"""detect_kind on each layout, and build_dataset on top of it."""
+"""The registry of data set kinds: its records, detect_kind on each layout, build_dataset."""
 
 import pickle
 import struct
@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchdino.data.datasets import DATASET_KINDS, build_dataset, detect_kind
+from patchdino.data.datasets import (
+    DATASET_KINDS,
+    FILE_KINDS,
+    KINDS,
+    build_dataset,
+    canvas_for,
+    default_root,
+    detect_kind,
+    get_kind,
+    statistics,
+)
 
 
 def _png(path: Path) -> None:
@@ -106,3 +116,23 @@ def test_build_dataset_argument_errors(tmp_path: Path) -> None:
         build_dataset(tmp_path, on_bad_image="ignore")
     with pytest.raises(ValueError, match="test"):
         build_dataset(tmp_path, split="test")
+
+
+def test_every_kind_has_one_consistent_record() -> None:
+    assert DATASET_KINDS == tuple(KINDS) and set(FILE_KINDS) == {"imagefolder", "flat"}
+    for name, kind in KINDS.items():
+        assert kind.name == name and kind.channels in (1, 3)
+        assert len(kind.mean) == len(kind.std) == kind.channels
+        assert kind.in_memory == (kind.canvas is None)
+    assert get_kind("mnist").channels == 1 and get_kind("cifar100").channels == 3
+    with pytest.raises(ValueError, match="unknown data set kind 'imagenet'"):
+        get_kind("imagenet")
+
+
+def test_statistics_canvas_and_default_folder() -> None:
+    assert statistics("fashion_mnist") == ((0.2860,), (0.3530,))
+    assert statistics("imagenet") == statistics("flat") == statistics("imagefolder")
+    assert canvas_for("imagefolder", None) == 320 and canvas_for("flat", 64) == 64
+    assert canvas_for("cifar10", None) is None
+    assert default_root("auto") == default_root("fashion_mnist") is not None
+    assert default_root("cifar10") is None
