@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint demo bench gpu-data gpu-evidence gpu-evidence-dry clean
+.PHONY: install test test-all lint fashion-mnist demo bench gpu-data gpu-evidence gpu-evidence-dry clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,28 @@ test: lint
 test-all: lint
 	$(VENV)/bin/pytest -q
 
-demo: $(STAMP)
+# Fashion-MNIST for the demo, where patchdino looks for it by default: Debian's package
+# dataset-fashion-mnist, installed with apt-get only when the files are missing and apt-get can
+# run (as root, or with sudo that asks no password).
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+FMNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
+fashion-mnist:
+	@missing=0; for f in $(FMNIST_FILES); do \
+		[ -f $(FMNIST_DIR)/$$f.gz ] || [ -f $(FMNIST_DIR)/$$f ] || missing=1; \
+	done; \
+	if [ $$missing = 0 ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then sudo=none; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; \
+	else sudo=none; fi; \
+	if [ "$$sudo" = none ]; then \
+		echo "no Fashion-MNIST in $(FMNIST_DIR): install Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist), or run 'patchdino demo --data DIR' on a folder of its four IDX files"; \
+		exit 2; \
+	fi; \
+	echo "installing Fashion-MNIST: $$sudo apt-get install -y dataset-fashion-mnist"; \
+	$$sudo apt-get install -y dataset-fashion-mnist
+
+demo: $(STAMP) fashion-mnist
 	$(PY) -m patchdino demo --output runs/demo
 
 bench: $(STAMP)
