@@ -63,6 +63,8 @@ def test_config_error_message_lists_every_problem() -> None:
         ("views.global_scale=[0.9,0.2]", "views.global_scale must satisfy 0 < min <= max <= 1"),
         ("views.blur_p=[1.0,0.1]", "views.blur_p: expected 3 values, got 2"),
         ("views.flip_p=1.5", "views.flip_p must lie in [0, 1]"),
+        ("model.patch_size=0", "model.patch_size must be positive, got 0"),
+        ("data.kind=imagenet", "data.kind: 'imagenet' is not one of auto, imagefolder, flat"),
         ("optim.batch_size=0", "optim.batch_size must be > 0"),
         ("optim.lr=-1e-3", "optim.lr must be > 0"),
         ("optim.lr=.inf", "optim.lr: expected a finite number"),

@@ -36,7 +36,8 @@ class DataConfig:
     path: str = ""
     """Data set root. Empty means the default location of the kind (Fashion-MNIST only)."""
     kind: str = "auto"
-    """auto | imagefolder | flat | cifar10 | cifar100 | fashion_mnist | mnist."""
+    """auto (detected from the folder) or a kind of :data:`patchdino.data.datasets.KINDS`:
+    imagefolder, flat, cifar10, cifar100, fashion_mnist, mnist."""
     canvas: int | None = None
     """Longer image side after decoding (images padded to a square canvas); None keeps the
     native size, which requires all images to share one size (CIFAR, MNIST)."""
@@ -55,7 +56,11 @@ class DataConfig:
 
 @dataclass
 class ViewsConfig:
-    """Multi-crop views (docs/method.md section 1)."""
+    """Multi-crop views (docs/method.md section 1).
+
+    :class:`patchdino.data.multicrop.MultiCropSpec` extends these fields with what the
+    sampler needs besides, and :func:`patchdino.data.multicrop.view_problems` checks them.
+    """
 
     global_size: int = 224
     local_size: int = 96
@@ -177,16 +182,33 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.kind": ("auto", "imagefolder", "flat", "cifar10", "cifar100", "fashion_mnist", "mnist"),
-    "data.on_bad_image": ("skip", "fail"),
-    "model.patch_head": ("shared", "separate"),
-    "loss.matching": ("grid", "nearest"),
-    "loss.cls_weighting": ("token", "split"),
-    "loss.centre": ("position", "shared"),
-    "run.precision": ("auto", "fp32", "bf16"),
-    "run.on_nonfinite": ("stop", "skip"),
-}
+NONFINITE_POLICIES = ("stop", "skip")
+"""``run.on_nonfinite`` values."""
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of each text option, as the modules that use them define them.
+
+    Imported when called: those modules import torch, which ``import patchdino.config`` does
+    not need.
+    """
+    from patchdino.data.datasets import BAD_IMAGE_POLICIES, DATASET_KINDS
+    from patchdino.losses.centre import CENTRE_MODES
+    from patchdino.losses.pairs import CLS_WEIGHTINGS
+    from patchdino.matching.match import MATCH_MODES
+    from patchdino.models.student_teacher import PATCH_HEAD_MODES
+    from patchdino.train.precision import PRECISIONS
+
+    return {
+        "data.kind": ("auto", *DATASET_KINDS),
+        "data.on_bad_image": BAD_IMAGE_POLICIES,
+        "model.patch_head": PATCH_HEAD_MODES,
+        "loss.matching": MATCH_MODES,
+        "loss.cls_weighting": CLS_WEIGHTINGS,
+        "loss.centre": CENTRE_MODES,
+        "run.precision": PRECISIONS,
+        "run.on_nonfinite": NONFINITE_POLICIES,
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -363,9 +385,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 def validate(config: Config) -> list[str]:
     """Every impossible value or combination in ``config``, as messages."""
+    from patchdino.data.multicrop import view_problems
+
     problems: list[str] = []
     flat = _flatten(config.to_dict(), "", problems)
-    for key, allowed in _CHOICES.items():
+    for key, allowed in _choices().items():
         if flat[key] not in allowed:
             problems.append(f"{key}: '{flat[key]}' is not one of {', '.join(allowed)}")
 
@@ -377,29 +401,7 @@ def validate(config: Config) -> list[str]:
         config.run,
         config.data,
     )
-    for name, size in (("views.global_size", v.global_size), ("views.local_size", v.local_size)):
-        if size <= 0 or m.patch_size <= 0 or size % m.patch_size:
-            problems.append(f"{name} {size} is not divisible by model.patch_size {m.patch_size}")
-    for name, (low, high) in (
-        ("views.global_scale", v.global_scale),
-        ("views.local_scale", v.local_scale),
-    ):
-        if not 0 < low <= high <= 1:
-            problems.append(f"{name} must satisfy 0 < min <= max <= 1, got ({low}, {high})")
-    if not 0 < v.ratio[0] <= v.ratio[1]:
-        problems.append(f"views.ratio must satisfy 0 < min <= max, got {v.ratio}")
-    if v.num_local < 0:
-        problems.append(f"views.num_local must be >= 0, got {v.num_local}")
-    probabilities = {
-        "views.flip_p": (v.flip_p,),
-        "views.color_jitter_p": (v.color_jitter_p,),
-        "views.grayscale_p": (v.grayscale_p,),
-        "views.blur_p": v.blur_p,
-        "views.solarize_p": v.solarize_p,
-    }
-    for name, values in probabilities.items():
-        if any(not 0 <= p <= 1 for p in values):
-            problems.append(f"{name} must lie in [0, 1], got {values}")
+    problems += view_problems(v, m.patch_size, prefix="views.", patch_key="model.patch_size")
     if lo.patch_pairs_per_view < 0:
         problems.append(
             f"loss.patch_pairs_per_view must be >= 0 (0 keeps all), got {lo.patch_pairs_per_view}"

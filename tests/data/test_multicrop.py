@@ -10,8 +10,14 @@ import torch
 from coordinate_views import check_view
 from PIL import Image
 
+from patchdino.config import ViewsConfig
 from patchdino.data.batch import MultiCropBatch
-from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec, images_to_batch
+from patchdino.data.multicrop import (
+    MultiCropAugmentation,
+    MultiCropSpec,
+    images_to_batch,
+    view_problems,
+)
 
 SMALL = {"global_size": 32, "local_size": 16, "patch_size": 8, "num_local": 4}
 
@@ -201,6 +207,16 @@ def test_spec_defaults_and_lists() -> None:
     from_yaml = MultiCropSpec(global_scale=[0.3, 1.0], blur_p=[1.0, 0.1, 0.5])  # type: ignore[arg-type]
     assert from_yaml.global_scale == (0.3, 1.0) and isinstance(from_yaml.blur_p, tuple)
     assert dataclasses.replace(spec, num_local=0).num_local == 0
+
+
+def test_spec_from_config_views() -> None:
+    views = ViewsConfig(global_size=32, local_size=16, num_local=2, flip_p=0.0)
+    spec = MultiCropSpec.from_views(views, patch_size=8, mean=(0.5,), std=(0.25,))
+    assert (spec.global_size, spec.local_size, spec.num_local, spec.flip_p) == (32, 16, 2, 0.0)
+    assert (spec.patch_size, spec.mean, spec.num_global) == (8, (0.5,), 2)
+    with pytest.raises(ValueError, match="global_size 32 is not divisible by patch_size 5"):
+        MultiCropSpec.from_views(views, patch_size=5)
+    assert view_problems(views, 8) == []
 
 
 def test_bad_inputs() -> None:

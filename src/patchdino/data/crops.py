@@ -44,10 +44,23 @@ def uniform(
     return low + (high - low) * draws
 
 
-def _check_interval(name: str, interval: tuple[float, float], upper: float) -> None:
+def interval_problem(
+    name: str, interval: tuple[float, float], upper: float = math.inf
+) -> str | None:
+    """Why ``interval`` is not a range ``0 < min <= max <= upper``, or None when it is.
+
+    The one rule for the scale and aspect-ratio ranges of crops, wherever they are given.
+
+    Args:
+        name: name of the range in the message.
+        interval: ``(min, max)``.
+        upper: largest allowed ``max`` (``math.inf``: no bound).
+    """
     low, high = interval
-    if not 0.0 < low <= high <= upper:
-        raise ValueError(f"{name} must satisfy 0 < low <= high <= {upper}, got {interval}")
+    if 0.0 < low <= high <= upper:
+        return None
+    bound = "" if math.isinf(upper) else f" <= {upper:g}"
+    return f"{name} must satisfy 0 < min <= max{bound}, got {tuple(interval)}"
 
 
 def sample_crop_boxes(
@@ -73,8 +86,9 @@ def sample_crop_boxes(
     """
     if image_sizes.ndim != 2 or image_sizes.shape[1] != 2:
         raise ValueError(f"image_sizes must have shape (B, 2), got {tuple(image_sizes.shape)}")
-    _check_interval("scale", scale, upper=1.0)
-    _check_interval("ratio", ratio, upper=math.inf)
+    problem = interval_problem("scale", scale, upper=1.0) or interval_problem("ratio", ratio)
+    if problem is not None:
+        raise ValueError(problem)
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
     device = image_sizes.device

@@ -17,97 +17,116 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from patchdino.config import ViewsConfig
 from patchdino.data.batch import MultiCropBatch
-from patchdino.data.crops import sample_crop_boxes, sample_flips
+from patchdino.data.crops import interval_problem, sample_crop_boxes, sample_flips
 from patchdino.data.geometry import ViewGeometry
 from patchdino.data.photometric import PhotometricAugmentation
 from patchdino.data.photometric import normalize as _normalize
 from patchdino.data.resample import crop_resize, replicate_padding
 
-_INTERVALS = {"global_scale": 1.0, "local_scale": 1.0, "ratio": math.inf, "blur_sigma": math.inf}
 _PROBABILITIES = {"flip_p": 1, "color_jitter_p": 1, "grayscale_p": 1, "blur_p": 3, "solarize_p": 3}
+"""Probability fields of the views and how many values each holds."""
+
+
+def view_problems(
+    views: ViewsConfig, patch_size: int, prefix: str = "", patch_key: str = "patch_size"
+) -> list[str]:
+    """Every impossible value among the configurable view settings, as one-line messages.
+
+    The one check of these fields: :func:`patchdino.config.validate` reports its problems
+    with ``prefix="views."`` and ``patch_key="model.patch_size"``, and
+    :class:`MultiCropSpec` raises the first one.
+
+    Args:
+        views: the view settings.
+        patch_size: ViT patch side, which must divide both view sizes.
+        prefix: put before each field name in the messages.
+        patch_key: name of the patch size in the messages.
+    """
+    problems: list[str] = []
+    if patch_size < 1:
+        problems.append(f"{patch_key} must be positive, got {patch_size}")
+    else:
+        for name in ("global_size", "local_size"):
+            size = getattr(views, name)
+            if size < 1 or size % patch_size:
+                problems.append(
+                    f"{prefix}{name} {size} is not divisible by {patch_key} {patch_size}"
+                )
+    for name, upper in (("global_scale", 1.0), ("local_scale", 1.0), ("ratio", math.inf)):
+        problem = interval_problem(prefix + name, getattr(views, name), upper)
+        if problem is not None:
+            problems.append(problem)
+    if views.num_local < 0:
+        problems.append(f"{prefix}num_local must be >= 0, got {views.num_local}")
+    for name, count in _PROBABILITIES.items():
+        value = getattr(views, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if len(values) != count:
+            problems.append(f"{prefix}{name} needs {count} probabilities, got {value}")
+        elif not all(0.0 <= v <= 1.0 for v in values):
+            problems.append(f"{prefix}{name} must lie in [0, 1], got {value}")
+    return problems
 
 
 @dataclass
-class MultiCropSpec:
-    """Views to cut from every image.
+class MultiCropSpec(ViewsConfig):
+    """Views to cut from every image: the view settings of a config and what they need besides.
+
+    The configurable fields (sizes, scales, ``num_local``, ``ratio``, flip and photometric
+    probabilities) are those of :class:`~patchdino.config.ViewsConfig`, with its defaults;
+    :meth:`from_views` copies them from a config section. Lists are accepted for tuples
+    (e.g. from YAML). The fields are checked by :func:`view_problems`.
 
     Attributes:
-        global_size: side of the global views in pixels.
-        local_size: side of the local views in pixels.
-        global_scale: area fraction range of the global crops.
-        local_scale: area fraction range of the local crops.
-        num_local: number of local views (may be 0).
-        num_global: number of global views.
-        ratio: aspect ratio range (width / height) of all crops.
         patch_size: ViT patch side; must divide both view sizes.
-        flip_p: probability of a horizontal flip.
-        photometric: False keeps only crop, resize and flip (views are still normalised).
+        num_global: number of global views.
         mean: per-channel normalisation mean; with 1-channel images and 3 entries, their
             average is used.
         std: per-channel normalisation std, treated like ``mean``.
-        color_jitter_p: probability of colour jitter.
         color_jitter: jitter strengths ``(brightness, contrast, saturation, hue)``.
-        grayscale_p: probability of grayscale conversion.
-        blur_p: blur probability for ``(global 1, global 2, locals)``.
         blur_sigma: range of the blur's standard deviation, in view pixels.
-        solarize_p: solarisation probability for ``(global 1, global 2, locals)``.
     """
 
-    global_size: int = 224
-    local_size: int = 96
-    global_scale: tuple[float, float] = (0.4, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    num_local: int = 8
-    num_global: int = 2
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
     patch_size: int = 16
-    flip_p: float = 0.5
-    photometric: bool = True
+    num_global: int = 2
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    color_jitter_p: float = 0.8
     color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
-    grayscale_p: float = 0.2
-    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float, float] = (0.0, 0.2, 0.0)
+
+    @classmethod
+    def from_views(cls, views: ViewsConfig, **fields_: Any) -> MultiCropSpec:
+        """The spec of the config section ``views``, with ``fields_`` of this class added."""
+        configured = {f.name: getattr(views, f.name) for f in fields(ViewsConfig)}
+        return cls(**configured, **fields_)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # accept lists, e.g. from YAML
             if isinstance(getattr(self, f.name), list):
                 setattr(self, f.name, tuple(getattr(self, f.name)))
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be positive, got {self.patch_size}")
-        for name in ("global_size", "local_size"):
-            size = getattr(self, name)
-            if size < 1 or size % self.patch_size != 0:
-                raise ValueError(f"{name} {size} is not divisible by patch_size {self.patch_size}")
-        for name, upper in _INTERVALS.items():
-            low, high = getattr(self, name)
-            if not 0.0 < low <= high <= upper:
-                raise ValueError(f"{name} must satisfy 0 < low <= high <= {upper}: {(low, high)}")
-        if self.num_global < 1 or self.num_local < 0:
-            raise ValueError(
-                f"need num_global >= 1, num_local >= 0: {self.num_global}, {self.num_local}"
-            )
-        for name, count in _PROBABILITIES.items():
-            values = getattr(self, name)
-            values = values if isinstance(values, tuple) else (values,)
-            if len(values) != count or not all(0.0 <= v <= 1.0 for v in values):
-                raise ValueError(f"{name} needs {count} probabilities in [0, 1], got {values}")
+        problems = view_problems(self, self.patch_size)
+        blur_sigma = interval_problem("blur_sigma", self.blur_sigma)
+        if blur_sigma is not None:
+            problems.append(blur_sigma)
+        if self.num_global < 1:
+            problems.append(f"num_global must be >= 1, got {self.num_global}")
         if len(self.color_jitter) != 4 or min(self.color_jitter) < 0:
-            raise ValueError(f"color_jitter needs 4 non-negative strengths: {self.color_jitter}")
+            problems.append(f"color_jitter needs 4 non-negative strengths: {self.color_jitter}")
         if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
-            raise ValueError(f"mean and std need 1 or 3 entries each, got {self.mean}, {self.std}")
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+            problems.append(f"mean and std need 1 or 3 entries each, got {self.mean}, {self.std}")
+        elif min(self.std) <= 0:
+            problems.append(f"std must be positive, got {self.std}")
+        if problems:
+            raise ValueError(problems[0])
 
 
 def _as_chw(image: Image.Image | Tensor) -> Tensor:

@@ -79,23 +79,8 @@ def build_augmentation(
     config: Config, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> MultiCropAugmentation:
     """The multi-crop view sampler of ``config.views``."""
-    v = config.views
-    spec = MultiCropSpec(
-        global_size=v.global_size,
-        local_size=v.local_size,
-        global_scale=v.global_scale,
-        local_scale=v.local_scale,
-        num_local=v.num_local,
-        ratio=v.ratio,
-        patch_size=config.model.patch_size,
-        flip_p=v.flip_p,
-        photometric=v.photometric,
-        mean=mean,
-        std=std,
-        color_jitter_p=v.color_jitter_p,
-        grayscale_p=v.grayscale_p,
-        blur_p=v.blur_p,
-        solarize_p=v.solarize_p,
+    spec = MultiCropSpec.from_views(
+        config.views, patch_size=config.model.patch_size, mean=mean, std=std
     )
     return MultiCropAugmentation(spec)
 
