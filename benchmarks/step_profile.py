@@ -111,7 +111,7 @@ def profile_steps(
                     student = model.forward_student(views.views)
                 with timer("loss"):
                     heads = model.student.heads, model.teacher.heads
-                    out = module.loss(student, teacher, plan, *heads, values.teacher_temp)
+                    out = module.loss(student, teacher, *heads, values.teacher_temp, plan=plan)
             with timer("backward"):
                 out.loss.backward()
             with timer("clip"):
@@ -122,14 +122,8 @@ def profile_steps(
             with timer("ema"):
                 model.update_teacher(values.teacher_momentum)
             with timer("logging"):
-                record = {
-                    "loss": out.loss.item(),
-                    "loss_cls": out.cls_loss.item(),
-                    "loss_patch": out.patch_loss.item(),
-                    "matched_patches": float(out.matched_patches),
-                    "step": step + 1,
-                    "lr": values.lr,
-                }
+                record = {key: float(value) for key, value in out.scalars().items()}
+                record.update(step=step + 1, lr=values.lr)
                 writer.write(record)
                 for key, value in record.items():
                     if key != "step":

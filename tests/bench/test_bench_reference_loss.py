@@ -83,10 +83,10 @@ def test_reference_equals_local_global_loss(
         tokens = [s.clone().requires_grad_() for s in student]
         for p in s_cls.parameters():
             p.grad = None
-        out = module(tokens, teacher, matches, (s_cls, s_patch), (t_cls, t_patch), T_T)
+        out = module(tokens, teacher, (s_cls, s_patch), (t_cls, t_patch), T_T, matches=matches)
         out.loss.backward()
         grads = [t.grad for t in tokens] + [p.grad for p in s_cls.parameters()]
-        return out.loss, out.cls_loss, out.patch_loss, grads
+        return out.loss, out.terms["loss_cls"], out.terms["loss_patch"], grads
 
     ours = run(loss)
     theirs = run(reference)
@@ -102,7 +102,7 @@ def test_reference_updates_the_centre_from_every_teacher_token() -> None:
     student, teacher, matches = _inputs(seed=2)
     head = _head(K, 1)
     reference = ReferenceLocalGlobalLoss(K, GLOBAL_GRID**2, centre_momentum=0.5).double()
-    reference(student, teacher, matches, (head, head), (head, head), T_T)
+    reference(student, teacher, (head, head), (head, head), T_T, matches=matches)
     with torch.no_grad():
         logits = torch.stack([head(t) for t in teacher])  # (2, B, 1 + N, K)
     expected = 0.5 * logits.mean(dim=(0, 1))  # every position seen, from a zero centre
@@ -130,7 +130,8 @@ def test_reference_equals_local_global_loss_on_cuda_in_bf16() -> None:
     def run(module: torch.nn.Module) -> tuple[Tensor, Tensor]:
         tokens = [s.float().to(device).requires_grad_() for s in student]
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = module(tokens, teacher_gpu, on_device, (head_s, head_s), (head_t, head_t), T_T)
+            heads = (head_s, head_s), (head_t, head_t)
+            out = module(tokens, teacher_gpu, *heads, T_T, matches=on_device)
         out.loss.backward()
         return out.loss.detach().float(), torch.cat([t.grad.flatten() for t in tokens])
 

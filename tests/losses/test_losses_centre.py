@@ -62,3 +62,41 @@ def test_forward_gathers_rows_and_checks_arguments() -> None:
         Centre(2, 2, mode="token")
     with pytest.raises(ValueError, match="momentum"):
         Centre(2, 2, momentum=1.5)
+
+
+@pytest.mark.parametrize(
+    ("mode", "patches"), [("position", True), ("shared", True), ("shared", False)]
+)
+def test_centring_in_chunks_equals_one_masked_update(mode: str, patches: bool) -> None:
+    torch.manual_seed(2)
+    centre = Centre(3, [4, 2], mode=mode, momentum=0.5).double()
+    centre.centre.normal_()
+    start = centre.centre.clone()
+    positions = torch.tensor([1, 4, 2, 1, 2, 3]) if patches else torch.zeros(6, dtype=torch.long)
+    kinds = torch.tensor([0, 0, 1, 1, 0, 0])
+    logits = torch.randn(6, 3, dtype=torch.float64)
+    centring = centre.centring(positions, kinds, patches)
+    rows = centre.rows(positions, kinds)
+    centred = [centring(logits[a:b].clone(), a, b) for a, b in ((0, 2), (2, 5), (5, 6))]
+    torch.testing.assert_close(torch.cat(centred), logits - start[rows])
+    expected = Centre(3, [4, 2], mode=mode, momentum=0.5).double()
+    expected.centre.copy_(start)
+    sums, counts = expected.statistics(logits, rows)
+    expected.update_from_statistics(sums, counts)
+    centre.update_from([centring])
+    torch.testing.assert_close(centre.centre, expected.centre)
+
+
+def test_update_from_adds_the_centrings_of_one_centre() -> None:
+    torch.manual_seed(3)
+    centre = Centre(3, 2, mode="position", momentum=0.0).double()
+    cls = centre.centring(torch.zeros(2, dtype=torch.long), 0, patches=False)
+    patch = centre.centring(torch.tensor([1, 2, 2]), 0, patches=True)
+    cls_logits, patch_logits = torch.randn(2, 3).double(), torch.randn(3, 3).double()
+    cls(cls_logits, 0, 2)
+    patch(patch_logits, 0, 3)
+    centre.update_from([cls, patch])
+    expected = torch.stack([cls_logits.mean(dim=0), patch_logits[0], patch_logits[1:].mean(dim=0)])
+    torch.testing.assert_close(centre.centre, expected)
+    with pytest.raises(ValueError, match="this centre"):
+        Centre(3, 2).update_from([cls])

@@ -221,15 +221,17 @@ def test_loss_gradients_and_centre_equal_the_loop(
     out = loss_fn(
         case.student,
         case.teacher,
-        case.matches,
         case.s_heads,
         case.t_heads,
         T_T,
+        matches=case.matches,
         teacher_local_tokens=case.teacher_local if local_local else (),
     )
     torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(out.cls_loss, expected_cls.detach(), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(out.patch_loss, expected_patch.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.terms["loss_cls"], expected_cls.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        out.terms["loss_patch"], expected_patch.detach(), rtol=1e-10, atol=1e-12
+    )
     params = [*case.student, *case.s_heads[0].parameters()]
     if separate:
         params += list(case.s_heads[1].parameters())
@@ -248,7 +250,7 @@ def test_without_patch_loss_it_is_dino() -> None:
     loss_fn = _make_loss(case, "position", patch_loss=False)
     centre = loss_fn.centre.centre.clone()  # (1, K)
     assert centre.shape == (1, K)
-    out = loss_fn(case.student, case.teacher, None, case.s_heads, case.t_heads, T_T)
+    out = loss_fn(case.student, case.teacher, case.s_heads, case.t_heads, T_T)
     # DINO: teacher global i vs student view v != i, CLS only, mean over pairs and batch.
     t_out = [torch.softmax((case.t_heads[0](t[:, 0]) - centre) / T_T, dim=-1) for t in case.teacher]
     s_out = [torch.log_softmax(case.s_heads[0](s[:, 0]) / T_S, dim=-1) for s in case.student]
@@ -260,7 +262,7 @@ def test_without_patch_loss_it_is_dino() -> None:
     ]
     expected = sum(terms) / len(terms)
     torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=1e-12)
-    assert out.patch_loss.item() == 0.0
+    assert out.terms["loss_patch"].item() == 0.0
     # DINO's centre update: mean of the teacher CLS outputs over batch and global views.
     mean = torch.cat([case.t_heads[0](t[:, 0]) for t in case.teacher]).mean(dim=0, keepdim=True)
     torch.testing.assert_close(loss_fn.centre.centre, 0.9 * centre + 0.1 * mean)
@@ -292,10 +294,10 @@ def test_real_matcher_and_swapped_global_pair() -> None:
     out = loss_fn(
         case.student,
         case.teacher,
-        case.matches,
         case.s_heads,
         case.t_heads,
         T_T,
+        matches=case.matches,
         update_centre=False,
     )
     case.matches[(1, 0)] = case.matches[(0, 1)].swap()
@@ -304,7 +306,7 @@ def test_real_matcher_and_swapped_global_pair() -> None:
     counts = torch.stack(
         [case.matches[(i, v)].counts for i in range(2) for v in range(4) if v != i]
     )
-    torch.testing.assert_close(out.matched_patches, counts.double().mean())
+    torch.testing.assert_close(out.statistics["matched_patches"], counts.double().mean())
 
 
 def test_no_centre_update_when_asked() -> None:
@@ -314,10 +316,10 @@ def test_no_centre_update_when_asked() -> None:
     loss_fn(
         case.student,
         case.teacher,
-        case.matches,
         case.s_heads,
         case.t_heads,
         T_T,
+        matches=case.matches,
         update_centre=False,
     )
     torch.testing.assert_close(loss_fn.centre.centre, before)
@@ -328,19 +330,24 @@ def test_bad_inputs_are_rejected() -> None:
     loss_fn = _make_loss(case, "position")
     args = (case.s_heads, case.t_heads, T_T)
     with pytest.raises(ValueError, match="no matches for view pair"):
-        loss_fn(case.student, case.teacher, {}, *args)
+        loss_fn(case.student, case.teacher, *args, matches={})
     bad = dict(case.matches)
     m = bad[(0, 2)]
     bad[(0, 2)] = PatchMatches(m.index_a, torch.full_like(m.index_b, 7), m.valid)
     with pytest.raises(ValueError, match="out of range"):
-        loss_fn(case.student, case.teacher, bad, *args)
+        loss_fn(case.student, case.teacher, *args, matches=bad)
     with pytest.raises(ValueError, match="teacher_temp"):
-        loss_fn(case.student, case.teacher, case.matches, case.s_heads, case.t_heads, 0.0)
+        loss_fn(case.student, case.teacher, case.s_heads, case.t_heads, 0.0, matches=case.matches)
     with pytest.raises(ValueError, match="differ in length"):
-        loss_fn(case.student, [case.teacher[0], case.teacher[0][:, :5]], case.matches, *args)
+        short = [case.teacher[0], case.teacher[0][:, :5]]
+        loss_fn(case.student, short, *args, matches=case.matches)
     with pytest.raises(ValueError, match="teacher local-view"):
         loss_fn(
-            case.student, case.teacher, case.matches, *args, teacher_local_tokens=case.teacher_local
+            case.student,
+            case.teacher,
+            *args,
+            matches=case.matches,
+            teacher_local_tokens=case.teacher_local,
         )
     with pytest.raises(ValueError, match="num_local_patches"):
         LocalGlobalLoss(K, 16, local_local=True)
@@ -353,7 +360,7 @@ def test_single_global_view() -> None:
     case.teacher, case.num_global = case.teacher[:1], 1
     loss_fn = _make_loss(case, "position", cls_weighting="split", cls_weight=0.4)
     expected, _, _ = _reference(case, loss_fn, True, "split", 0.4, False)
-    out = loss_fn(case.student, case.teacher, case.matches, case.s_heads, case.t_heads, T_T)
+    out = loss_fn(case.student, case.teacher, case.s_heads, case.t_heads, T_T, matches=case.matches)
     torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -363,11 +370,14 @@ def test_plan_built_ahead_gives_the_same_loss() -> None:
     num_tokens = [s.shape[1] for s in case.student]
     plan = loss_fn.plan(case.matches, num_tokens, B, 2)
     args = (case.s_heads, case.t_heads, T_T)
-    direct = loss_fn(case.student, case.teacher, case.matches, *args, update_centre=False)
-    planned = loss_fn(case.student, case.teacher, plan, *args, update_centre=False)
+    direct = loss_fn(case.student, case.teacher, *args, matches=case.matches, update_centre=False)
+    planned = loss_fn(case.student, case.teacher, *args, plan=plan, update_centre=False)
     torch.testing.assert_close(planned.loss, direct.loss, rtol=0, atol=0)
+    torch.testing.assert_close(sum(planned.terms.values()), planned.loss.detach())
+    with pytest.raises(ValueError, match="not both"):
+        loss_fn(case.student, case.teacher, *args, plan=plan, matches=case.matches)
     with pytest.raises(ValueError, match="pair plan was made for"):
-        loss_fn(case.student[:3], case.teacher, plan, *args)
+        loss_fn(case.student[:3], case.teacher, *args, plan=plan)
 
 
 def test_batch_without_any_match_equals_dino() -> None:
@@ -379,10 +389,10 @@ def test_batch_without_any_match_equals_dino() -> None:
     args = (case.s_heads, case.t_heads, T_T)
     full, plain = _make_loss(case, "position"), _make_loss(case, "position", patch_loss=False)
     plain.centre.centre.copy_(full.centre.centre[:1])  # the same CLS centre
-    out = full(case.student, case.teacher, case.matches, *args)
-    dino = plain(case.student, case.teacher, None, *args)
+    out = full(case.student, case.teacher, *args, matches=case.matches)
+    dino = plain(case.student, case.teacher, *args)
     torch.testing.assert_close(out.loss, dino.loss, rtol=1e-12, atol=1e-12)
-    assert out.patch_loss.item() == 0.0 and out.matched_patches.item() == 0.0
+    assert out.terms["loss_patch"].item() == 0.0 and out.statistics["matched_patches"].item() == 0.0
     out.loss.backward()  # gradients flow although no patch token is selected
 
 
@@ -391,18 +401,20 @@ def test_batch_without_any_match_equals_dino() -> None:
 def test_cuda_matches_cpu_and_runs_under_autocast() -> None:
     case = _case(True, seed=7)
     loss_fn = _make_loss(case, "position", chunk_size=6)
-    args = (case.matches, case.s_heads, case.t_heads, T_T)
-    expected = loss_fn(case.student, case.teacher, *args, update_centre=False).loss
+    args = (case.s_heads, case.t_heads, T_T)
+    expected = loss_fn(
+        case.student, case.teacher, *args, matches=case.matches, update_centre=False
+    ).loss
     device = torch.device("cuda")
     loss_fn = loss_fn.to(device).float()
     for head in {*case.s_heads, *case.t_heads}:
         head.to(device).float()
     student = [s.detach().to(device).float().requires_grad_() for s in case.student]
     teacher = [t.to(device).float() for t in case.teacher]
-    got = loss_fn(student, teacher, *args, update_centre=False).loss
+    got = loss_fn(student, teacher, *args, matches=case.matches, update_centre=False).loss
     torch.testing.assert_close(got.double().cpu(), expected.detach(), rtol=1e-4, atol=1e-5)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        low = loss_fn(student, teacher, *args).loss
+        low = loss_fn(student, teacher, *args, matches=case.matches).loss
     low.backward()
     assert torch.isfinite(low) and abs(low.item() - expected.item()) < 0.05 * expected.item()
     assert all(torch.isfinite(s.grad).all() for s in student)

@@ -104,10 +104,11 @@ class ReferenceLocalGlobalLoss(nn.Module):
         self,
         student_tokens: Sequence[Tensor],
         teacher_tokens: Sequence[Tensor],
-        matches: Mapping[ViewPair, PatchMatches] | None,
         student_heads: HeadPair,
         teacher_heads: HeadPair,
         teacher_temp: float,
+        *,
+        matches: Mapping[ViewPair, PatchMatches] | None = None,
         update_centre: bool = True,
     ) -> LocalGlobalOutput:
         """Loss of one batch.
@@ -115,12 +116,12 @@ class ReferenceLocalGlobalLoss(nn.Module):
         Args:
             student_tokens: per student view, ``(B, 1 + N_v, D)`` tokens, globals first.
             teacher_tokens: per global view, ``(B, 1 + N, D)`` teacher tokens.
-            matches: ``{(i, v): PatchMatches}`` for every pair of :meth:`view_pairs` (a pair
-                of two global views may be given as ``(v, i)``); unused without the patch
-                loss.
             student_heads: student ``(CLS head, patch head)``.
             teacher_heads: teacher ``(CLS head, patch head)``.
             teacher_temp: teacher temperature ``T_t``.
+            matches: ``{(i, v): PatchMatches}`` for every pair of :meth:`view_pairs` (a pair
+                of two global views may be given as ``(v, i)``); unused without the patch
+                loss.
             update_centre: afterwards, move the centre towards the teacher outputs of all
                 tokens.
 
@@ -181,9 +182,8 @@ class ReferenceLocalGlobalLoss(nn.Module):
         matched = torch.stack(counts).mean() if counts else cls_loss.new_zeros(())
         return LocalGlobalOutput(
             loss=cls_loss + patch_loss,
-            cls_loss=cls_loss.detach(),
-            patch_loss=patch_loss.detach(),
-            matched_patches=matched.detach(),
+            terms={"loss_cls": cls_loss.detach(), "loss_patch": patch_loss.detach()},
+            statistics={"matched_patches": matched.detach()},
         )
 
     @staticmethod

@@ -59,8 +59,8 @@ class ReferenceStep(nn.Module):
         return self.loss(
             student,
             teacher,
-            matches,
             self.model.student.heads,
             self.model.teacher.heads,
             teacher_temp,
+            matches=matches,
         )

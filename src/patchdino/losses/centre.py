@@ -98,6 +98,19 @@ class Centre(nn.Module):
         """Centre values ``(*rows.shape, K)`` of the given rows."""
         return self.centre[rows]
 
+    def centring(self, positions: Tensor, kinds: int | Tensor, patches: bool) -> Centring:
+        """A :class:`Centring` of one batch's teacher tokens, all CLS or all patch tokens.
+
+        Args:
+            positions: ``(M,)`` token positions (0 = CLS), in the order the logits will come.
+            kinds: view kind of each token (see :meth:`rows`).
+            patches: the tokens are patch tokens (else CLS tokens). CLS tokens, and patch
+                tokens under the ``"shared"`` mode, all use one row, which is subtracted by
+                broadcasting instead of gathering a row per token.
+        """
+        row = (1 if self.mode == "shared" else None) if patches else 0
+        return Centring(self, self.rows(positions, kinds), row)
+
     @torch.no_grad()
     def statistics(
         self, teacher_logits: Tensor, rows: Tensor, weights: Tensor | None = None
@@ -136,6 +149,16 @@ class Centre(nn.Module):
         self.centre.copy_(torch.where(seen[:, None], updated, self.centre))
 
     @torch.no_grad()
+    def update_from(self, centrings: Sequence[Centring]) -> None:
+        """EMA step from the statistics that centrings of this centre collected in one batch."""
+        if not centrings or any(c.centre is not self for c in centrings):
+            raise ValueError("update_from needs at least one centring, all of this centre")
+        sums, counts = centrings[0].sums, centrings[0].counts
+        for centring in centrings[1:]:
+            sums, counts = sums + centring.sums, counts + centring.counts
+        self.update_from_statistics(sums, counts)
+
+    @torch.no_grad()
     def update(
         self,
         teacher_logits: Tensor,
@@ -153,3 +176,43 @@ class Centre(nn.Module):
         """
         sums, counts = self.statistics(teacher_logits, self.rows(positions, kind), weights)
         self.update_from_statistics(sums, counts)
+
+
+class Centring:
+    """Centres one batch's teacher logits chunk by chunk and collects the centre's statistics.
+
+    Made by :meth:`Centre.centring` for ``M`` teacher tokens. Each call takes the raw logits
+    of a consecutive range of those tokens, adds them to the per-row sums, and subtracts the
+    tokens' centre rows. When every token has passed once, :attr:`sums` and :attr:`counts`
+    are the batch's statistics for :meth:`Centre.update_from`.
+
+    Attributes:
+        centre: the centre whose values are subtracted.
+        sums: ``(R, K)`` sums of the raw logits seen so far, per centre row.
+        counts: ``(R,)`` number of the ``M`` tokens per centre row (all tokens, from the start).
+    """
+
+    def __init__(self, centre: Centre, rows: Tensor, row: int | None) -> None:
+        self.centre = centre
+        self._rows = rows  # (M,)
+        self._row = row
+        with torch.no_grad():
+            self.sums = torch.zeros_like(centre.centre)
+            ones = torch.ones_like(rows, dtype=self.sums.dtype)
+            self.counts = self.sums.new_zeros(centre.num_rows).index_add_(0, rows, ones)
+
+    @torch.no_grad()
+    def __call__(self, logits: Tensor, start: int, end: int) -> Tensor:
+        """Centred ``(end - start, K)`` logits of tokens ``start:end``, in the centre's dtype.
+
+        Args:
+            logits: ``(end - start, K)`` raw teacher logits of those tokens; overwritten when
+                already in the centre's dtype.
+        """
+        logits = logits.to(self.sums.dtype)
+        if self._row is None:
+            rows = self._rows[start:end]
+            self.sums.index_add_(0, rows, logits)
+            return logits.sub_(self.centre(rows))
+        self.sums[self._row] += logits.sum(dim=0)
+        return logits.sub_(self.centre.centre[self._row])

@@ -50,13 +50,13 @@ teacher logits of the selected tokens; see :mod:`patchdino.losses.centre` for th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from patchdino.losses.centre import CENTRE_MODES, Centre
+from patchdino.losses.centre import CENTRE_MODES, Centre, Centring
 from patchdino.losses.cross_entropy import DEFAULT_CHUNK_ELEMENTS, soft_cross_entropy
 from patchdino.losses.pairs import (
     CLS_WEIGHTINGS,
@@ -89,19 +89,41 @@ HeadPair = tuple[ProjectionHead, ProjectionHead]
 class LocalGlobalOutput:
     """Result of :meth:`LocalGlobalLoss.forward`.
 
+    The loss's parts and statistics are named as they are logged, so that a new term needs no
+    change where they are logged.
+
     Attributes:
         loss: scalar loss to minimise.
-        cls_loss: detached scalar, the part of ``loss`` coming from CLS pairs.
-        patch_loss: detached scalar, the part coming from matched patch pairs
-            (``loss = cls_loss + patch_loss``).
-        matched_patches: detached scalar, mean number of matched patch pairs per
-            ``(sample, teacher view, student view)``.
+        terms: detached scalars whose sum is ``loss``, by name: ``loss_cls`` (CLS pairs) and
+            ``loss_patch`` (matched patch pairs).
+        statistics: other detached scalars worth logging, by name: ``matched_patches``, the
+            mean number of matched patch pairs per ``(sample, teacher view, student view)``.
     """
 
     loss: Tensor
-    cls_loss: Tensor
-    patch_loss: Tensor
-    matched_patches: Tensor
+    terms: Mapping[str, Tensor]
+    statistics: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, Tensor]:
+        """Everything to log, by name: ``loss`` (detached), the terms and the statistics."""
+        return {"loss": self.loss.detach(), **self.terms, **self.statistics}
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One of the two problems of a batch (CLS tokens or patch tokens) and what it uses.
+
+    Attributes:
+        plan: its selected tokens, pairs and weights.
+        student_head: head of the student's tokens.
+        teacher_head: head of the teacher's tokens.
+        centring: centres its teacher logits and collects their statistics.
+    """
+
+    plan: ProblemPlan
+    student_head: ProjectionHead
+    teacher_head: ProjectionHead
+    centring: Centring
 
 
 class LocalGlobalLoss(nn.Module):
@@ -214,120 +236,106 @@ class LocalGlobalLoss(nn.Module):
         self,
         student_tokens: Sequence[Tensor],
         teacher_tokens: Sequence[Tensor],
-        matches: Mapping[ViewPair, PatchMatches] | PairPlan | None,
         student_heads: HeadPair,
         teacher_heads: HeadPair,
         teacher_temp: float,
+        *,
+        plan: PairPlan | None = None,
+        matches: Mapping[ViewPair, PatchMatches] | None = None,
         teacher_local_tokens: Sequence[Tensor] = (),
         update_centre: bool = True,
     ) -> LocalGlobalOutput:
-        """Loss of one batch.
+        """Loss of one batch, with its pairs given as a plan or as matches.
 
         Args:
             student_tokens: per student view, ``(B, 1 + N_v, D)`` backbone tokens, globals
                 first.
             teacher_tokens: per global view ``i``, ``(B, 1 + N_i, D)`` teacher tokens.
-            matches: ``{(i, v): PatchMatches}`` with ``index_a`` in teacher view ``i`` and
-                ``index_b`` in student view ``v``, for every pair of :meth:`view_pairs` (a pair
-                of two global views may be given as ``(v, i)`` instead), or a plan made
-                by :meth:`plan`. Without the patch loss, may be None.
             student_heads: student ``(CLS head, patch head)``.
             teacher_heads: teacher ``(CLS head, patch head)``.
             teacher_temp: teacher temperature ``T_t`` for this step.
+            plan: the batch's pair plan, made by :meth:`plan` (e.g. ahead, on the CPU).
+            matches: instead of a plan, ``{(i, v): PatchMatches}`` with ``index_a`` in teacher
+                view ``i`` and ``index_b`` in student view ``v``, for every pair of
+                :meth:`view_pairs` (a pair of two global views may be given as ``(v, i)``);
+                the plan is then made here. Without the patch loss, both may be None.
             teacher_local_tokens: with ``local_local``, per local view the ``(B, 1 + N_v, D)``
                 teacher tokens; empty otherwise.
             update_centre: afterwards, move the centre towards this batch's teacher outputs.
 
         Returns:
-            :class:`LocalGlobalOutput`.
+            :class:`LocalGlobalOutput` with the terms ``loss_cls`` and ``loss_patch`` and the
+            statistic ``matched_patches``.
 
         Raises:
-            ValueError: on inconsistent views, missing or out-of-range matches, a plan made
-                for other views or options, or a non-positive temperature.
+            ValueError: on inconsistent views, both a plan and matches, missing or
+                out-of-range matches, a plan made for other views or options, or a
+                non-positive temperature.
         """
         if teacher_temp <= 0:
             raise ValueError(f"teacher_temp must be positive, got {teacher_temp}")
+        if plan is not None and matches is not None:
+            raise ValueError("give the pairs either as a plan or as matches, not both")
         teachers = self._check_views(student_tokens, teacher_tokens, teacher_local_tokens)
-        device = student_tokens[0].device
-        if isinstance(matches, PairPlan):
-            plan = matches.to(device)
-        else:
+        if plan is None:
             num_tokens = [t.shape[1] for t in student_tokens]
             batch = student_tokens[0].shape[0]
-            plan = self.plan(matches, num_tokens, batch, len(teacher_tokens)).to(device)
+            plan = self.plan(matches, num_tokens, batch, len(teacher_tokens))
+        plan = plan.to(student_tokens[0].device)
         self._check_plan(plan, student_tokens, teacher_tokens, teachers)
 
-        cls_loss, sums, counts = self._distill(
+        cls = _Problem(
             plan.cls,
-            student_tokens,
-            teachers,
             student_heads[0],
             teacher_heads[0],
-            self.centre,
-            0,
-            teacher_temp,
+            self.centre.centring(plan.cls.teacher.positions, plan.cls.teacher.kinds, False),
         )
-        statistics = [(self.centre, sums, counts)]
+        cls_loss = self._distill(cls, student_tokens, teachers, teacher_temp)
+        centrings = {self.centre: [cls.centring]}
         patch_loss = torch.zeros_like(cls_loss)
         if plan.patch is not None:
             centre = self.centre if self.patch_centre is None else self.patch_centre
-            # With the shared centre every patch uses row 1; otherwise rows vary by position.
-            patch_loss, sums, counts = self._distill(
+            patch = _Problem(
                 plan.patch,
-                student_tokens,
-                teachers,
                 student_heads[1],
                 teacher_heads[1],
-                centre,
-                1 if centre.mode == "shared" else None,
-                teacher_temp,
+                centre.centring(plan.patch.teacher.positions, plan.patch.teacher.kinds, True),
             )
-            if centre is self.centre:
-                statistics = [(centre, statistics[0][1] + sums, statistics[0][2] + counts)]
-            else:
-                statistics.append((centre, sums, counts))
+            patch_loss = self._distill(patch, student_tokens, teachers, teacher_temp)
+            centrings.setdefault(centre, []).append(patch.centring)
         if update_centre:
-            for centre_module, centre_sums, centre_counts in statistics:
-                centre_module.update_from_statistics(centre_sums, centre_counts)
+            for centre_module, used in centrings.items():
+                centre_module.update_from(used)
         return LocalGlobalOutput(
             loss=cls_loss + patch_loss,
-            cls_loss=cls_loss.detach(),
-            patch_loss=patch_loss.detach(),
-            matched_patches=plan.matched_patches.detach(),
+            terms={"loss_cls": cls_loss.detach(), "loss_patch": patch_loss.detach()},
+            statistics={"matched_patches": plan.matched_patches.detach()},
         )
 
     def _distill(
         self,
-        problem: ProblemPlan,
+        problem: _Problem,
         student_tokens: Sequence[Tensor],
         teacher_tokens: Sequence[Tensor],
-        student_head: ProjectionHead,
-        teacher_head: ProjectionHead,
-        centre: Centre,
-        uniform_row: int | None,
         teacher_temp: float,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Loss of one problem (CLS or patches) and the centre statistics of its teacher tokens.
+    ) -> Tensor:
+        """Scalar loss of one problem; its teacher logits pass through ``problem.centring``.
 
         Args:
-            uniform_row: the centre row of every teacher token when it is the same for all
-                (CLS tokens; patches with the shared centre), else None.
-
-        Returns:
-            Scalar loss, ``(R, K)`` sums and ``(R,)`` counts of raw teacher logits per centre
-            row.
+            problem: the problem's plan, heads and centring.
+            student_tokens: per student view, ``(B, 1 + N_v, D)`` tokens.
+            teacher_tokens: per teacher view (globals, then locals), ``(B, 1 + N_v, D)``.
+            teacher_temp: teacher temperature ``T_t``.
         """
-        student, teacher = problem.student, problem.teacher
-        features = student_head.forward_bottleneck(student.gather(student_tokens))  # (Ns, d)
-        weight = student_head.last_layer_weight()  # (K, d)
+        student, teacher = problem.plan.student, problem.plan.teacher
+        partners, pair_weights = problem.plan.partners, problem.plan.weights
+        features = problem.student_head.forward_bottleneck(student.gather(student_tokens))
+        weight = problem.student_head.last_layer_weight()  # (K, d)
         with torch.no_grad():
-            t_features = teacher_head.forward_bottleneck(teacher.gather(teacher_tokens))  # (Nt, d)
-            t_weight = teacher_head.last_layer_weight()  # (K, d)
-            rows = centre.rows(teacher.positions, teacher.kinds)  # (Nt,)
-            sums = torch.zeros_like(centre.centre)  # (R, K)
-            counts = sums.new_zeros(centre.num_rows).index_add_(
-                0, rows, torch.ones_like(rows, dtype=sums.dtype)
-            )  # (R,)
+            t_features = problem.teacher_head.forward_bottleneck(
+                teacher.gather(teacher_tokens)
+            )  # (Nt, d)
+            t_weight = problem.teacher_head.last_layer_weight()  # (K, d)
         size = self.chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // weight.shape[0])
         chunks, teacher_ranges = _sample_chunks(
             student.sample_offsets, teacher.sample_offsets, size
@@ -337,24 +345,17 @@ class LocalGlobalLoss(nn.Module):
         def targets(start: int, end: int) -> Tensor:
             """``(end - start, K)`` pair-weighted teacher probabilities of student rows."""
             t0, t1 = teacher_range[start]
-            logits = (t_features[t0:t1] @ t_weight.T).to(sums.dtype)  # (ct, K)
-            if uniform_row is None:
-                sums.index_add_(0, rows[t0:t1], logits)
-                logits.sub_(centre(rows[t0:t1]))
-            else:
-                sums[uniform_row] += logits.sum(dim=0)
-                logits.sub_(centre.centre[uniform_row])
+            logits = problem.centring(t_features[t0:t1] @ t_weight.T, t0, t1)  # (ct, K)
             probs = torch.softmax(logits.div_(teacher_temp), dim=1)  # (ct, K)
             del logits
-            index = (problem.partners[start:end] - t0).clamp_(0, max(t1 - t0 - 1, 0))  # (c, M)
-            weights = problem.weights[start:end].to(probs.dtype)  # (c, M)
+            index = (partners[start:end] - t0).clamp_(0, max(t1 - t0 - 1, 0))  # (c, M)
+            weights = pair_weights[start:end].to(probs.dtype)  # (c, M)
             out = probs[index[:, 0]].mul_(weights[:, :1])  # (c, K)
             for m in range(1, index.shape[1]):
                 out.addcmul_(probs[index[:, m]], weights[:, m : m + 1])
             return out
 
-        loss = soft_cross_entropy(features, weight, targets, self.student_temp, chunks=chunks)
-        return loss, sums, counts
+        return soft_cross_entropy(features, weight, targets, self.student_temp, chunks=chunks)
 
     def _check_views(
         self,

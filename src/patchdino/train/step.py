@@ -74,7 +74,7 @@ class PretrainStep(nn.Module):
         """Loss of ``batch`` with the matches of ``plan`` at teacher temperature ``teacher_temp``.
 
         Returns:
-            The loss output (total, CLS and patch parts, mean matched patches per pair).
+            The loss output (total, named terms and statistics).
         """
         teacher = self.model.forward_teacher(batch.global_views)
         teacher_local = (
@@ -84,10 +84,10 @@ class PretrainStep(nn.Module):
         return self.loss(
             student,
             teacher,
-            plan,
             self.model.student.heads,
             self.model.teacher.heads,
             teacher_temp,
+            plan=plan,
             teacher_local_tokens=teacher_local,
         )
 

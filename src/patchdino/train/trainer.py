@@ -370,10 +370,8 @@ class Trainer:
                 with self._autocast():
                     out = self.forward(views, plan, values.teacher_temp)
                 (out.loss / accumulation).backward()
-            totals["loss"] += out.loss.item() / accumulation
-            totals["loss_cls"] += out.cls_loss.item() / accumulation
-            totals["loss_patch"] += out.patch_loss.item() / accumulation
-            totals["matched_patches"] += float(out.matched_patches) / accumulation
+            for key, value in out.scalars().items():
+                totals[key] += float(value) / accumulation
         loss = distributed.mean_across_ranks({"loss": totals["loss"]}, self.device)["loss"]
         student = self.step_module.model.student
         grad_norm = math.nan
