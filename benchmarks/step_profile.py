@@ -9,7 +9,8 @@ between phases so that each time is its own:
     gradient clipping -> optimiser step -> EMA update -> logging (one metrics line and its
     TensorBoard scalars)
 
-The loss value and the updates are those of the trainer's own step (same calls, same order);
+The step is the trainer's own (:func:`~patchdino.train.step.forward_backward` and
+:func:`~patchdino.train.step.optimiser_step`, cut into phases by their ``phases`` argument);
 only the synchronisation between phases is added. Prints a table of milliseconds per step
 (median over ``--steps`` steps after ``--warmup``) and writes it as JSON with ``--json``.
 
@@ -35,7 +36,7 @@ import torch
 
 from patchdino.config import load_config
 from patchdino.train.metrics import MetricsWriter
-from patchdino.train.optim import apply_schedule, clip_gradients
+from patchdino.train.step import forward_backward, optimiser_step
 from patchdino.train.trainer import Trainer, _tensorboard, step_seed
 
 PHASES = (
@@ -84,6 +85,7 @@ def profile_steps(
     """Seconds of every phase of ``warmup + steps`` trainer steps (warm-up ones dropped)."""
     config, device = trainer.config, trainer.device
     module, model = trainer.step_module, trainer.step_module.model
+    precision = config.run.precision
     batches = trainer._batches(0)
     timer = PhaseTimer(device)
     writer = MetricsWriter(log_dir / "metrics.jsonl", resume_step=0)
@@ -93,7 +95,6 @@ def profile_steps(
         for step in range(warmup + steps):
             timer.recording = step >= warmup
             values = trainer.schedules.at(step)
-            apply_schedule(trainer.optimizer, values)
             seed = step_seed(config.run.seed, step, 0, 0)
             torch.manual_seed(seed)
             generator = torch.Generator(device=device).manual_seed(seed)
@@ -104,23 +105,10 @@ def profile_steps(
                 views = trainer.augment(images, sizes, generator=generator)
             with timer("plan"):
                 plan = module.plan(views, generator)
-            with trainer._autocast():
-                with timer("teacher forward"):
-                    teacher = model.forward_teacher(views.global_views)
-                with timer("student forward"):
-                    student = model.forward_student(views.views)
-                with timer("loss"):
-                    heads = model.student.heads, model.teacher.heads
-                    out = module.loss(student, teacher, *heads, values.teacher_temp, plan=plan)
-            with timer("backward"):
-                out.loss.backward()
-            with timer("clip"):
-                clip_gradients(model.student.parameters(), config.optim.clip_grad)
-            with timer("optimiser"):
-                trainer.optimizer.step()
-                trainer.optimizer.zero_grad(set_to_none=True)
-            with timer("ema"):
-                model.update_teacher(values.teacher_momentum)
+            out = forward_backward(
+                module, views, plan, values.teacher_temp, precision, phases=timer
+            )
+            optimiser_step(model, trainer.optimizer, values, config.optim.clip_grad, timer)
             with timer("logging"):
                 record = {key: float(value) for key, value in out.scalars().items()}
                 record.update(step=step + 1, lr=values.lr)

@@ -17,6 +17,7 @@ from train_fixtures import (
     steps,
 )
 
+import patchdino.train.step as step_module
 import patchdino.train.trainer as trainer_module
 from patchdino.losses import LocalGlobalLoss
 from patchdino.train.checkpoint import load_checkpoint
@@ -86,7 +87,7 @@ def test_nonfinite_gradient_norm_also_stops(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    original = trainer_module.clip_gradients
+    original = step_module.clip_gradients
     calls = [0]
 
     def clip(parameters: Any, max_norm: float) -> float:
@@ -94,7 +95,7 @@ def test_nonfinite_gradient_norm_also_stops(
         norm = original(parameters, max_norm)
         return math.inf if calls[0] == 1 else norm
 
-    monkeypatch.setattr(trainer_module, "clip_gradients", clip)
+    monkeypatch.setattr(step_module, "clip_gradients", clip)
     out = tmp_path / "run"
     with single_thread():
         assert run_cli(cli_args(data, out, 2)) == 1

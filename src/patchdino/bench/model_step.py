@@ -1,9 +1,10 @@
 """One training step of a configuration on tensors already on the device.
 
 The same work as one optimiser step of :class:`~patchdino.train.trainer.Trainer` without
-data loading, views and matching: teacher forward on the global views, student forward and
-backward on all views, the loss, per-tensor gradient clipping, the AdamW step and the EMA
-update of the teacher.
+data loading, views and matching, through the same functions
+(:func:`~patchdino.train.step.forward_backward`, :func:`~patchdino.train.step.optimiser_step`):
+teacher forward on the global views, student forward and backward on all views, the loss,
+per-tensor gradient clipping, the AdamW step and the EMA update of the teacher.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from patchdino.config import Config
 from patchdino.data.batch import MultiCropBatch
 from patchdino.losses import LocalGlobalOutput, PairPlan
 from patchdino.train.build import build_step
-from patchdino.train.optim import apply_schedule, build_optimizer, clip_gradients
-from patchdino.train.precision import autocast_for
+from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import ScheduleValues
-from patchdino.train.step import PretrainStep
+from patchdino.train.step import PretrainStep, forward_backward, optimiser_step
 
 
 class TrainingStep:
@@ -37,17 +37,12 @@ class TrainingStep:
     def __init__(
         self, config: Config, device: torch.device, in_chans: int = 3, reference: bool = False
     ) -> None:
-        torch.manual_seed(config.run.seed)
-        step = build_step(config, in_chans)
+        step = build_step(config, in_chans, device)
         self.module: PretrainStep | ReferenceStep = step
         if reference:
-            loss = ReferenceLocalGlobalLoss.like(step.loss)
+            loss = ReferenceLocalGlobalLoss.like(step.loss).to(device)
             self.module = ReferenceStep(step.model, loss, step.matching, step.threshold)
-        self.module.to(device)
         self.model = step.model
-        if config.run.compile:
-            self.model.student.backbone.compile()
-            self.model.teacher.backbone.compile()
         self.module.train()
         self.config = config
         self.device = device
@@ -60,7 +55,6 @@ class TrainingStep:
             teacher_temp=config.loss.teacher_temp,
             freeze_last_layer=False,
         )
-        apply_schedule(self.optimizer, self.values)
 
     def plan(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> Any:
         """What the step needs besides the views: a pair plan (or the reference's matches)."""
@@ -78,11 +72,7 @@ class TrainingStep:
 
     def __call__(self, batch: MultiCropBatch, plan: Any) -> LocalGlobalOutput:
         """One optimiser step on ``batch``; returns the loss output (not synchronised)."""
-        with autocast_for(self.config.run.precision, self.device):
-            out: LocalGlobalOutput = self.module(batch, plan, self.values.teacher_temp)
-        out.loss.backward()
-        clip_gradients(self.model.student.parameters(), self.config.optim.clip_grad)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.model.update_teacher(self.values.teacher_momentum)
+        precision = self.config.run.precision
+        out = forward_backward(self.module, batch, plan, self.values.teacher_temp, precision)
+        optimiser_step(self.model, self.optimizer, self.values, self.config.optim.clip_grad)
         return out

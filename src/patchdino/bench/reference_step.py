@@ -12,6 +12,7 @@ from patchdino.losses.pairs import ViewPair
 from patchdino.matching import match_patches
 from patchdino.matching.types import PatchMatches
 from patchdino.models import StudentTeacher
+from patchdino.train.step import Phases, phase
 
 Matches = dict[ViewPair, PatchMatches]
 """``{(teacher view, student view): PatchMatches}`` of every loss view pair."""
@@ -51,16 +52,27 @@ class ReferenceStep(nn.Module):
         }
 
     def forward(
-        self, batch: MultiCropBatch, matches: Matches, teacher_temp: float
+        self,
+        batch: MultiCropBatch,
+        matches: Matches,
+        teacher_temp: float,
+        phases: Phases | None = None,
     ) -> LocalGlobalOutput:
-        """Loss of ``batch`` with ``matches`` at teacher temperature ``teacher_temp``."""
-        teacher = self.model.forward_teacher(batch.global_views)
-        student = self.model.forward_student(batch.views)
-        return self.loss(
-            student,
-            teacher,
-            self.model.student.heads,
-            self.model.teacher.heads,
-            teacher_temp,
-            matches=matches,
-        )
+        """Loss of ``batch`` with ``matches`` at teacher temperature ``teacher_temp``.
+
+        Args:
+            phases: wraps the phases ``teacher forward``, ``student forward`` and ``loss``.
+        """
+        with phase(phases, "teacher forward"):
+            teacher = self.model.forward_teacher(batch.global_views)
+        with phase(phases, "student forward"):
+            student = self.model.forward_student(batch.views)
+        with phase(phases, "loss"):
+            return self.loss(
+                student,
+                teacher,
+                self.model.student.heads,
+                self.model.teacher.heads,
+                teacher_temp,
+                matches=matches,
+            )

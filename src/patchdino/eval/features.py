@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from patchdino.train.precision import autocast_for
+
 POOLS = ("cls", "mean", "both")
 
 
@@ -104,10 +106,7 @@ def extract_features(
         for batch in tqdm(loader, desc=desc, disable=not show):
             images, batch_labels = _split_batch(batch)
             images = images.to(device, non_blocking=True)
-            with (
-                torch.inference_mode(),
-                torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"),
-            ):
+            with torch.inference_mode(), autocast_for("auto", device):
                 if transform is not None:
                     images = transform(images)
                 out = model(images)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from patchdino.config import Config
 from patchdino.data.datasets import (
     CanvasDataset,
@@ -121,12 +123,21 @@ def build_loss(config: Config) -> LocalGlobalLoss:
     )
 
 
-def build_step(config: Config, in_chans: int) -> PretrainStep:
-    """Model, loss and matching of ``config`` as one :class:`PretrainStep` (on the CPU)."""
-    return PretrainStep(
+def build_step(config: Config, in_chans: int, device: torch.device | str = "cpu") -> PretrainStep:
+    """Model, loss and matching of ``config`` as one :class:`PretrainStep` on ``device``.
+
+    The weights are initialised from ``run.seed`` (the global generator is seeded with it);
+    with ``run.compile`` the student and teacher backbones are compiled.
+    """
+    torch.manual_seed(config.run.seed)
+    step = PretrainStep(
         build_model(config, in_chans),
         build_loss(config),
         config.loss.matching,
         config.loss.match_threshold,
         patch_pairs_per_view=config.loss.patch_pairs_per_view,
-    )
+    ).to(device)
+    if config.run.compile:
+        step.model.student.backbone.compile()
+        step.model.teacher.backbone.compile()
+    return step

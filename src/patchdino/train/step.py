@@ -1,9 +1,26 @@
-"""One forward pass of the method: teacher and student over the views, then the loss."""
+"""One training step of the method.
+
+:class:`PretrainStep` is the forward pass (teacher and student over the views, then the loss),
+the unit wrapped by DDP. A step of the trainer is :func:`forward_backward` once per
+micro-batch, then :func:`optimiser_step`:
+
+    forward_backward: teacher forward -> student forward -> loss -> backward
+    optimiser_step:   gradient clipping -> last-layer freezing -> AdamW step -> EMA update
+
+Both take an optional :data:`Phases` that wraps each phase (e.g. to time it); without one
+they run straight through.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from patchdino.data.batch import MultiCropBatch
 from patchdino.losses import LocalGlobalLoss
@@ -12,6 +29,17 @@ from patchdino.losses.pairs import PairPlan
 from patchdino.matching import match_patches
 from patchdino.matching.types import PatchMatches
 from patchdino.models import StudentTeacher
+from patchdino.train.optim import apply_schedule, cancel_last_layer_gradients, clip_gradients
+from patchdino.train.precision import autocast_for
+from patchdino.train.schedules import ScheduleValues
+
+Phases = Callable[[str], contextlib.AbstractContextManager[Any]]
+"""``phases(name)`` is a context manager around the phase ``name`` of a step."""
+
+
+def phase(phases: Phases | None, name: str) -> contextlib.AbstractContextManager[Any]:
+    """``phases(name)``, or a context manager that does nothing when ``phases`` is None."""
+    return contextlib.nullcontext() if phases is None else phases(name)
 
 
 class PretrainStep(nn.Module):
@@ -69,27 +97,120 @@ class PretrainStep(nn.Module):
         return self.loss.plan(matches, num_tokens, batch.batch_size, num_global)
 
     def forward(
-        self, batch: MultiCropBatch, plan: PairPlan, teacher_temp: float
+        self,
+        batch: MultiCropBatch,
+        plan: PairPlan,
+        teacher_temp: float,
+        phases: Phases | None = None,
     ) -> LocalGlobalOutput:
         """Loss of ``batch`` with the matches of ``plan`` at teacher temperature ``teacher_temp``.
+
+        Args:
+            batch: the views, ``(B, C, H_v, W_v)`` each, globals first.
+            plan: the batch's pair plan (:meth:`plan`).
+            teacher_temp: teacher temperature of this step.
+            phases: wraps the phases ``teacher forward``, ``student forward`` and ``loss``.
 
         Returns:
             The loss output (total, named terms and statistics).
         """
-        teacher = self.model.forward_teacher(batch.global_views)
-        teacher_local = (
-            self.model.forward_teacher(batch.local_views) if self.loss.local_local else []
-        )
-        student = self.model.forward_student(batch.views)
-        return self.loss(
-            student,
-            teacher,
-            self.model.student.heads,
-            self.model.teacher.heads,
-            teacher_temp,
-            plan=plan,
-            teacher_local_tokens=teacher_local,
-        )
+        with phase(phases, "teacher forward"):
+            teacher = self.model.forward_teacher(batch.global_views)
+            teacher_local = (
+                self.model.forward_teacher(batch.local_views) if self.loss.local_local else []
+            )
+        with phase(phases, "student forward"):
+            student = self.model.forward_student(batch.views)
+        with phase(phases, "loss"):
+            return self.loss(
+                student,
+                teacher,
+                self.model.student.heads,
+                self.model.teacher.heads,
+                teacher_temp,
+                plan=plan,
+                teacher_local_tokens=teacher_local,
+            )
+
+
+def forward_backward(
+    forward: nn.Module,
+    batch: MultiCropBatch,
+    plan: Any,
+    teacher_temp: float,
+    precision: str,
+    *,
+    accumulation: int = 1,
+    sync: bool = True,
+    phases: Phases | None = None,
+) -> LocalGlobalOutput:
+    """Loss of one (micro-)batch and the backward pass of it divided by ``accumulation``.
+
+    The forward pass runs under :func:`~patchdino.train.precision.autocast_for` of
+    ``precision`` on the batch's device; gradients add to those already there.
+
+    Args:
+        forward: a :class:`PretrainStep`, the same in :class:`DistributedDataParallel`, or a
+            module with the same forward (the benchmark's reference step).
+        batch: the views, on the model's device.
+        plan: what ``forward`` needs besides the views (a :class:`PairPlan`).
+        teacher_temp: teacher temperature of this step.
+        precision: ``run.precision``.
+        accumulation: micro-batches of the optimiser step; their gradients add up to those of
+            the mean loss.
+        sync: under DDP, average the gradients over processes in this backward pass (False
+            for all but the last micro-batch of an accumulated step); ignored without DDP.
+        phases: wraps the forward phases (see :meth:`PretrainStep.forward`) and ``backward``.
+
+    Returns:
+        The loss output; ``loss`` is not divided.
+    """
+    device = batch.views[0].device
+    no_sync = not sync and isinstance(forward, DistributedDataParallel)
+    with forward.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
+        with autocast_for(precision, device):
+            out: LocalGlobalOutput = forward(batch, plan, teacher_temp, phases=phases)
+        with phase(phases, "backward"):
+            (out.loss / accumulation).backward()
+    return out
+
+
+def optimiser_step(
+    model: StudentTeacher,
+    optimizer: torch.optim.Optimizer,
+    values: ScheduleValues,
+    clip_grad: float,
+    phases: Phases | None = None,
+) -> float:
+    """Update the student from its gradients, then the teacher from the student.
+
+    Writes the step's learning rate and weight decay into ``optimizer``, clips each gradient
+    tensor to ``clip_grad`` (:func:`~patchdino.train.optim.clip_gradients`), drops the heads'
+    last-layer gradients while ``values.freeze_last_layer``, steps the optimiser and moves the
+    teacher towards the student with momentum ``values.teacher_momentum``. When the gradient
+    norm is not finite, nothing is updated. Gradients are dropped in both cases.
+
+    Args:
+        phases: wraps the phases ``clip``, ``optimiser`` and ``ema``.
+
+    Returns:
+        The gradient norm before clipping (not finite when the step was not taken).
+    """
+    student = model.student
+    with phase(phases, "clip"):
+        grad_norm = clip_gradients(student.parameters(), clip_grad)
+    if not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+    with phase(phases, "optimiser"):
+        if values.freeze_last_layer:
+            cancel_last_layer_gradients(h.last_layer for h in set(student.heads))
+        apply_schedule(optimizer, values)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    with phase(phases, "ema"):
+        model.update_teacher(values.teacher_momentum)
+    return grad_norm
 
 
 def sample_matches(

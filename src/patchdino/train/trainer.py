@@ -16,7 +16,6 @@ repeats the uninterrupted run's steps exactly.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from patchdino.config import Config
 from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
@@ -34,8 +32,7 @@ from patchdino.error_text import first_line
 from patchdino.train import distributed
 from patchdino.train.build import (
     build_augmentation,
-    build_loss,
-    build_model,
+    build_step,
     data_kind,
     normalisation,
     open_dataset,
@@ -47,20 +44,13 @@ from patchdino.train.checkpoint import (
     save_checkpoint,
 )
 from patchdino.train.metrics import MetricsWriter, read_metrics
-from patchdino.train.optim import (
-    apply_schedule,
-    build_optimizer,
-    cancel_last_layer_gradients,
-    clip_gradients,
-)
-from patchdino.train.precision import autocast_for
+from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import Schedules, ScheduleValues
 from patchdino.train.signals import StopRequest
-from patchdino.train.step import PretrainStep
+from patchdino.train.step import forward_backward, optimiser_step
 from patchdino.viz.curves import plot_loss_curves
 
 CHECKPOINT_FORMAT = "patchdino-pretrain-v1"
-LOSS_KEYS = ("loss", "loss_cls", "loss_patch", "matched_patches")
 
 
 class TrainingError(RuntimeError):
@@ -145,19 +135,8 @@ class Trainer:
 
     def _prepare_model(self) -> None:
         config = self.config
-        torch.manual_seed(config.run.seed)
-        model = build_model(config, self.channels)
-        self.step_module = PretrainStep(
-            model,
-            build_loss(config),
-            config.loss.matching,
-            config.loss.match_threshold,
-            patch_pairs_per_view=config.loss.patch_pairs_per_view,
-        ).to(self.device)
-        if config.run.compile:
-            model.student.backbone.compile()
-            model.teacher.backbone.compile()
-        self.optimizer = build_optimizer(model.student)
+        self.step_module = build_step(config, self.channels, self.device)
+        self.optimizer = build_optimizer(self.step_module.model.student)
         self.forward: torch.nn.Module = self.step_module
         if self.ctx.enabled:
             self.forward = distributed.wrap_model(
@@ -167,9 +146,6 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.output / CHECKPOINT_NAME
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return autocast_for(self.config.run.precision, self.device)
 
     # ------------------------------------------------------------------------ checkpoints
     def _state(self, step: int, skipped: int) -> dict[str, Any]:
@@ -291,10 +267,10 @@ class Trainer:
             while step < end:
                 started = time.perf_counter()
                 values = self.schedules.at(step)
-                record = self._optimise(step, values, batches)
-                if record is None:
+                record, taken = self._optimise(step, values, batches)
+                if not taken:
                     skipped += 1
-                    record = dict.fromkeys(LOSS_KEYS, math.nan)  # logged as null
+                    record = dict.fromkeys(record, math.nan)  # logged as null
                 step += 1
                 if step % config.run.log_every == 0:
                     record = distributed.mean_across_ranks(record, self.device)
@@ -343,16 +319,19 @@ class Trainer:
 
     def _optimise(
         self, step: int, values: ScheduleValues, batches: Iterator[CanvasBatch]
-    ) -> dict[str, float] | None:
-        """One optimiser step; returns its metrics, or None when a non-finite step is skipped."""
+    ) -> tuple[dict[str, float], bool]:
+        """One optimiser step: its metrics, and whether it was taken (False: skipped).
+
+        The metrics are the loss output's scalars (:meth:`LocalGlobalOutput.scalars`) averaged
+        over the micro-batches, and ``grad_norm`` when the step was taken.
+        """
         config = self.config
         accumulation = config.optim.accumulation
-        apply_schedule(self.optimizer, values)
         # The centre moves during the forward pass; a skipped step puts it back.
         centre = None
         if config.run.on_nonfinite == "skip":
             centre = {k: v.clone() for k, v in self.step_module.loss.state_dict().items()}
-        totals = {"loss": 0.0, "loss_cls": 0.0, "loss_patch": 0.0, "matched_patches": 0.0}
+        totals: dict[str, float] = {}
         for micro in range(accumulation):
             seed = step_seed(config.run.seed, step, micro, self.ctx.rank)
             torch.manual_seed(seed)
@@ -362,47 +341,40 @@ class Trainer:
             sizes = canvas.sizes.to(self.device, non_blocking=True)
             views = self.augment(images, sizes, generator=generator)
             plan = self.step_module.plan(views, generator)
-            sync = micro == accumulation - 1 or not isinstance(
-                self.forward, DistributedDataParallel
+            out = forward_backward(
+                self.forward,
+                views,
+                plan,
+                values.teacher_temp,
+                config.run.precision,
+                accumulation=accumulation,
+                sync=micro == accumulation - 1,
             )
-            context = contextlib.nullcontext() if sync else self.forward.no_sync()  # type: ignore[operator]
-            with context:
-                with self._autocast():
-                    out = self.forward(views, plan, values.teacher_temp)
-                (out.loss / accumulation).backward()
             for key, value in out.scalars().items():
-                totals[key] += float(value) / accumulation
+                totals[key] = totals.get(key, 0.0) + float(value) / accumulation
         loss = distributed.mean_across_ranks({"loss": totals["loss"]}, self.device)["loss"]
-        student = self.step_module.model.student
         grad_norm = math.nan
         if math.isfinite(loss):
-            grad_norm = clip_gradients(student.parameters(), config.optim.clip_grad)
-        if not math.isfinite(grad_norm):
+            model = self.step_module.model
+            grad_norm = optimiser_step(model, self.optimizer, values, config.optim.clip_grad)
+        else:
             self.optimizer.zero_grad(set_to_none=True)
-            if centre is not None:
-                self.step_module.loss.load_state_dict(centre)
-                return None
-            if math.isfinite(loss):
-                bad = f"the gradient norm is {grad_norm}"
-            else:
-                bad = f"the loss is {loss}"
-            kept = (
-                f"{self.checkpoint_path} still holds the last good state"
-                if self.checkpoint_path.exists()
-                else "no checkpoint was saved yet"
-            )
-            raise TrainingError(
-                f"{bad} at step {step + 1}; stopped without saving ({kept}). Remedies: a "
-                "lower optim.lr, longer optim.warmup_epochs, a smaller optim.clip_grad, "
-                "run.precision=fp32, or run.on_nonfinite=skip to skip such steps"
-            )
-        totals["grad_norm"] = grad_norm
-        if values.freeze_last_layer:
-            cancel_last_layer_gradients(h.last_layer for h in set(student.heads))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step_module.model.update_teacher(values.teacher_momentum)
-        return totals
+        if math.isfinite(grad_norm):
+            return {**totals, "grad_norm": grad_norm}, True
+        if centre is not None:
+            self.step_module.loss.load_state_dict(centre)
+            return totals, False
+        bad = f"the gradient norm is {grad_norm}" if math.isfinite(loss) else f"the loss is {loss}"
+        kept = (
+            f"{self.checkpoint_path} still holds the last good state"
+            if self.checkpoint_path.exists()
+            else "no checkpoint was saved yet"
+        )
+        raise TrainingError(
+            f"{bad} at step {step + 1}; stopped without saving ({kept}). Remedies: a "
+            "lower optim.lr, longer optim.warmup_epochs, a smaller optim.clip_grad, "
+            "run.precision=fp32, or run.on_nonfinite=skip to skip such steps"
+        )
 
 
 def _agree(signal_name: str | None, device: torch.device) -> str | None:
