@@ -23,6 +23,7 @@ from patchdino.config import Config
 from patchdino.data.batch import MultiCropBatch
 from patchdino.data.geometry import ViewGeometry
 from patchdino.data.loader import batch_indices, resume_position
+from patchdino.errors import InputError
 from patchdino.train import distributed
 from patchdino.train.build import build_augmentation, build_loss, build_model
 from patchdino.train.checkpoint import load_checkpoint
@@ -317,6 +318,23 @@ def test_unused_patch_head_trains_under_ddp(ddp_results: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ devices
+
+
+def test_device_names_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert distributed.resolve_device("cpu", 3) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert distributed.resolve_device("auto").type == expected
+    for name in ("gpu", "cuda:x", "cuda:"):
+        with pytest.raises(InputError, match="must be auto, cpu, cuda or cuda:N"):
+            distributed.resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(InputError, match=f"device {name}: no CUDA device is available"):
+            distributed.resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(InputError, match="this machine has 2 CUDA device"):
+        distributed.resolve_device("cuda:2")
 
 
 @pytest.mark.cuda

@@ -17,6 +17,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from patchdino.errors import InputError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -47,11 +49,14 @@ def init_distributed(device: torch.device) -> DistributedContext:
 
     Args:
         device: this process's device; CUDA selects NCCL, CPU gloo.
+
+    Raises:
+        InputError: launched by torchrun, but this PyTorch has no torch.distributed.
     """
     if not launched_by_torchrun():
         return DistributedContext()
     if not dist.is_available():
-        raise ValueError(
+        raise InputError(
             "launched by torchrun (RANK and WORLD_SIZE are set) but this PyTorch build has no "
             "torch.distributed support; run a single process with plain `patchdino pretrain`"
         )
@@ -67,32 +72,39 @@ def init_distributed(device: torch.device) -> DistributedContext:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks this process's GPU (``LOCAL_RANK`` under torchrun) or the CPU.
+    """The device called ``name`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), checked to exist.
+
+    ``auto`` is ``cuda`` when a GPU is available and the CPU otherwise; ``cuda`` is the GPU of
+    ``local_rank`` (this process's ``LOCAL_RANK`` under torchrun, else 0).
 
     Raises:
-        ValueError: CUDA is asked for but absent, the local rank has no GPU of its own, or
-            several processes of one node were pinned to the same ``cuda:N``.
+        InputError: an unknown name, CUDA asked for but absent, ``cuda:N`` beyond this
+            machine's GPUs, a local rank without a GPU of its own, or several processes of one
+            node pinned to the same ``cuda:N``.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise InputError(f"device {name}: no CUDA device is available")
+    count = torch.cuda.device_count()
     if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("run.device is cuda but no CUDA device is available")
-        count = torch.cuda.device_count()
         if local_rank >= count:
-            raise ValueError(
+            raise InputError(
                 f"local rank {local_rank} has no GPU: this node has {count}; launch at most "
                 f"{count} processes per node (torchrun --nproc_per_node={count})"
             )
         return torch.device("cuda", local_rank)
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device is {name} but no CUDA device is available")
-    if device.type == "cuda" and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
-        raise ValueError(
-            f"run.device={name} would put every process of this node on one GPU; use "
-            "run.device=cuda (or auto) under torchrun, each process then takes the GPU of "
-            "its LOCAL_RANK"
+    if device.index is not None and device.index >= count:
+        raise InputError(f"device {name}: this machine has {count} CUDA device(s)")
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise InputError(
+            f"device {name} would put every process of this node on one GPU; use cuda (or "
+            "auto) under torchrun, each process then takes the GPU of its LOCAL_RANK"
         )
     return device
 

@@ -1,0 +1,12 @@
+"""The library's error type for input the user can fix."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """A problem with what the user gave: a configuration, data set, weights, device or option.
+
+    The message says what is wrong and, where it helps, what to do. The command line prints
+    it as one line and exits with code 2; every other exception keeps its traceback. A
+    :class:`ValueError`, so code that catches ValueError still catches it.
+    """
