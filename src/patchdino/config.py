@@ -20,8 +20,10 @@ from typing import Any
 
 import yaml
 
+from patchdino.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """One or more configuration problems; ``problems`` lists them all."""
 
     def __init__(self, problems: Iterable[str]) -> None:

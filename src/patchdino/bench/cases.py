@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from patchdino.config import Config, load_config
+from patchdino.errors import InputError
 
 MODES = ("cls", "patch", "reference", "pipeline", "end2end")
 MODEL_KINDS = ("model", "reference")
@@ -57,9 +58,9 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0:
-            raise ValueError(f"need steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
+            raise InputError(f"need steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
         if self.canvas < 1 or self.channels not in (1, 3):
-            raise ValueError(
+            raise InputError(
                 f"need canvas >= 1 and 1 or 3 channels: {self.canvas}, {self.channels}"
             )
 
@@ -86,7 +87,7 @@ def parse_modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
-        raise ValueError(f"unknown mode(s) {unknown or text!r}; choose from {', '.join(MODES)}")
+        raise InputError(f"unknown mode(s) {unknown or text!r}; choose from {', '.join(MODES)}")
     return modes
 
 
@@ -95,7 +96,7 @@ def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
     name, sep, rest = text.partition(":")
     overrides = tuple(o.strip() for o in rest.split(",") if o.strip())
     if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
-        raise ValueError(
+        raise InputError(
             f"variant {text!r} must look like NAME:key=value[,key=value...], e.g. "
             "pairs16:loss.patch_pairs_per_view=16"
         )
@@ -110,7 +111,7 @@ def make_cases(
     """Cases of ``modes`` (then the variants after ``patch``) with the common ``overrides``.
 
     Raises:
-        ValueError: on an unknown mode or a duplicate row name.
+        InputError: on an unknown mode or a duplicate row name.
         ConfigError: on an invalid override.
     """
     names = [*modes]
@@ -118,7 +119,7 @@ def make_cases(
     position = names.index("patch") + 1 if "patch" in names else len(names)
     names[position:position] = list(extra)
     if len(set(names)) != len(names):
-        raise ValueError(f"row names must be unique, got {names}")
+        raise InputError(f"row names must be unique, got {names}")
     cases = []
     for name in names:
         if name in extra:
@@ -126,7 +127,7 @@ def make_cases(
         elif name in _MODE_KIND:
             kind, own = _MODE_KIND[name], _MODE_OVERRIDES.get(name, ())
         else:
-            raise ValueError(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
+            raise InputError(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
         every = (*overrides, *own)
         cases.append(BenchCase(name, kind, every, load_config(None, every)))
     return cases

@@ -78,21 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
     from patchdino.bench import BenchSettings, format_report, make_cases, run_bench, write_json
     from patchdino.bench.cases import parse_modes, parse_variant
-    from patchdino.config import ConfigError
     from patchdino.train.distributed import resolve_device
 
-    try:
-        modes = parse_modes(args.modes)
-        variants = [parse_variant(v) for v in args.variant]
-        device = resolve_device(args.device)
-        settings = BenchSettings(device, steps=args.steps, warmup=args.warmup, canvas=args.canvas)
-        if args.threads < 0:
-            raise ValueError(f"--threads must be >= 0, got {args.threads}")
-        cases = make_cases(modes, overrides_from_args(args), variants)
-    except ConfigError:
-        raise  # reported by the dispatcher
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
+    modes = parse_modes(args.modes)
+    variants = [parse_variant(v) for v in args.variant]
+    device = resolve_device(args.device)
+    settings = BenchSettings(device, steps=args.steps, warmup=args.warmup, canvas=args.canvas)
+    cases = make_cases(modes, overrides_from_args(args), variants)
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

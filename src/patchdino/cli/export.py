@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from patchdino.eval.backbone_loading import BackboneLoadError
     from patchdino.eval.export import export_backbone
 
     if args.dtype not in DTYPES:
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         path = export_backbone(
             args.weights, args.output, args.checkpoint_key, getattr(torch, args.dtype)
         )
-    except ValueError as err:
+    except BackboneLoadError as err:
         raise UsageError(str(err)) from err
     print(f"{args.checkpoint_key} backbone of {args.weights} -> {path}")
     return 0

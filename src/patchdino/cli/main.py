@@ -1,8 +1,12 @@
 """``patchdino`` entry point: dispatches to one module per subcommand.
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Problems
-the user can fix (:class:`UsageError`, :class:`~patchdino.config.ConfigError`, a refused or
-unreadable checkpoint) print one message on stderr and exit with code 2, without a traceback.
+the user can fix print one message on stderr and exit with code 2, without a traceback: the
+command line's :class:`~patchdino.cli.errors.UsageError`, the library's
+:class:`~patchdino.errors.InputError` (:class:`~patchdino.config.ConfigError` among them) and a
+refused or unreadable checkpoint (:class:`~patchdino.train.checkpoint.CheckpointError`). Any
+other exception is a bug and keeps its traceback; ``--debug`` shows the traceback of the
+one-line errors too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local-global self-supervised pretraining of Vision Transformers.",
     )
     parser.add_argument("--version", action="version", version=f"patchdino {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of one-line errors too"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"patchdino.cli.{name}")
@@ -43,17 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     from patchdino.cli.errors import UsageError
-    from patchdino.config import ConfigError
+    from patchdino.errors import InputError
     from patchdino.train.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"patchdino.cli.{args.command}")
     try:
         return int(module.run(args))
-    except ConfigError as err:
-        print(f"patchdino {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (UsageError, CheckpointError) as err:
+    except (UsageError, InputError, CheckpointError) as err:
+        if args.debug:
+            raise
         print(f"patchdino {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -74,10 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.train.trainer import Trainer, TrainingError
 
     config = load_config(args.config, overrides_from_args(args))
-    try:
-        trainer = Trainer(config, args.output, progress=not args.no_progress)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    trainer = Trainer(config, args.output, progress=not args.no_progress)
     from patchdino.train.distributed import shutdown
 
     if trainer.ctx.is_main and trainer.ctx.backend is not None:

@@ -29,6 +29,7 @@ import torch
 from patchdino.config import Config
 from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
 from patchdino.error_text import first_line
+from patchdino.errors import InputError
 from patchdino.train import distributed
 from patchdino.train.build import (
     build_augmentation,
@@ -88,6 +89,10 @@ class Trainer:
         config: the validated configuration.
         output: run folder; an existing ``checkpoint.pt`` there is resumed.
         progress: show a progress bar (main process only).
+
+    Raises:
+        InputError: the device or the data set cannot be used, or the data set holds fewer
+            images than one optimiser step needs.
     """
 
     def __init__(self, config: Config, output: Path, progress: bool = True) -> None:
@@ -108,17 +113,24 @@ class Trainer:
     # ----------------------------------------------------------------------------- set-up
     def _prepare_data(self) -> None:
         config, ctx = self.config, self.ctx
-        self.kind = data_kind(config)
-        self.dataset = open_dataset(config)
+        try:
+            self.kind = data_kind(config)
+            self.dataset = open_dataset(config)
+            self.channels = int(self.dataset[0][0].shape[0])
+        except InputError:
+            raise
+        except ValueError as err:
+            # The data sets report a missing, empty or malformed folder or file (or an image
+            # that cannot be decoded) with ValueError: a problem with the data the user gave.
+            raise InputError(str(err)) from err
         global_batch = config.optim.batch_size * ctx.world_size
         if len(self.dataset) < global_batch * config.optim.accumulation:
-            raise ValueError(
+            raise InputError(
                 f"optim.batch_size {config.optim.batch_size} x accumulation "
                 f"{config.optim.accumulation} x {ctx.world_size} process(es) needs "
                 f"{global_batch * config.optim.accumulation} images per step, but the data "
                 f"set has only {len(self.dataset)}"
             )
-        self.channels = int(self.dataset[0][0].shape[0])
         mean, std = normalisation(config, self.kind, self.channels)
         self.augment = build_augmentation(config, mean, std)
         self.stream = BatchStream(
