@@ -1,0 +1,191 @@
+"""``patchdino segment``: linear semantic-segmentation probe on frozen patch tokens.
+
+Reads Pascal VOC, ADE20K or the Fashion-MNIST segmentation task (from its IDX files), trains
+the probe of :mod:`patchdino.eval.segmentation` on the train split and writes mIoU, pixel
+accuracy and per-class IoU of the validation split (Fashion-MNIST: the 10,000 test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from patchdino.cli.errors import UsageError
+from patchdino.cli.features import check_positive, resolve_device, usage_errors
+
+FASHION_TRAIN_IMAGES = 10_000
+"""Default probe training subset of the Fashion-MNIST task (seeded, fixed)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from patchdino.eval.segmentation import SEGMENTATION_EVAL_MODES
+
+    parser.add_argument(
+        "--data", required=True, help="Pascal VOC or ADE20K root, or a Fashion-MNIST IDX folder"
+    )
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="CKPT|random",
+        help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
+        "export, or 'random' (the architecture of --config)",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config (architecture for 'random')")
+    parser.add_argument("--checkpoint-key", default="teacher", metavar="teacher|student")
+    parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
+    parser.add_argument("--layers", type=int, default=1, help="last blocks concatenated")
+    parser.add_argument("--epochs", type=int, default=10, help="probe training epochs")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="training crop and evaluation window side (default: views.global_size)",
+    )
+    parser.add_argument(
+        "--eval-mode",
+        default="slide",
+        metavar="|".join(SEGMENTATION_EVAL_MODES),
+        help="sliding windows on the shorter side resized to the image size, or the whole "
+        "image resized",
+    )
+    parser.add_argument(
+        "--max-train",
+        type=int,
+        help=f"train on a seeded subset (default: all; {FASHION_TRAIN_IMAGES:,} for Fashion-MNIST)",
+    )
+    parser.add_argument("--max-test", type=int, help="evaluate a seeded subset")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check_output(path: Path, suffix: str) -> None:
+    """Refuse an output file with another suffix or in a folder that cannot be made."""
+    if path.suffix != suffix:
+        raise UsageError(f"--output must end in {suffix}, got {path}")
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--output {path}: cannot create its folder ({err.strerror})") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    from patchdino.eval.eval_data import Normalise
+    from patchdino.eval.pipeline import RANDOM, EvalSetupError, prepare
+    from patchdino.eval.segmentation import (
+        SEGMENTATION_EVAL_MODES,
+        ProbeSettings,
+        train_segmentation_probe,
+    )
+    from patchdino.eval.segmentation_data import (
+        SegmentationDataError,
+        open_segmentation,
+        segmentation_layout,
+    )
+
+    check_output(args.output, ".json")
+    check_positive(
+        layers=args.layers,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        max_train=args.max_train,
+        max_test=args.max_test,
+    )
+    if args.eval_mode not in SEGMENTATION_EVAL_MODES:
+        raise UsageError(f"--eval-mode must be one of {', '.join(SEGMENTATION_EVAL_MODES)}")
+    if args.lr <= 0 or args.weight_decay < 0:
+        raise UsageError("--lr must be > 0 and --weight-decay >= 0")
+    if args.weights == "pixels":
+        raise UsageError("segment needs a network: give a checkpoint, an export or 'random'")
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    with usage_errors():
+        try:
+            layout = segmentation_layout(args.data)
+        except SegmentationDataError as err:
+            raise EvalSetupError(str(err)) from err
+        kind = "fashion_mnist" if layout == "fashion_mnist" else "imagefolder"
+        setup = prepare(
+            args.data,
+            args.weights,
+            device,
+            config=args.config,
+            checkpoint_key=args.checkpoint_key,
+            image_size=args.image_size,
+            kind=kind,
+        )
+    if args.weights == RANDOM and args.config is None and layout != "fashion_mnist":
+        print("note: random weights of the default architecture", file=sys.stderr)
+    backbone = setup.backbone
+    assert backbone is not None and setup.image_size is not None
+    depth = len(backbone.model.blocks)
+    if args.layers > depth:
+        raise UsageError(f"--layers {args.layers} exceeds the backbone's {depth} blocks")
+    max_train = args.max_train
+    if max_train is None and layout == "fashion_mnist":
+        max_train = FASHION_TRAIN_IMAGES
+    settings = ProbeSettings(
+        image_size=setup.image_size,
+        layers=args.layers,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        eval_mode=args.eval_mode,
+        max_train=max_train,
+        max_test=args.max_test,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    try:
+        train_set = open_segmentation(args.data, "train", setup.channels)
+        test_set = open_segmentation(args.data, "val", setup.channels)
+        result = train_segmentation_probe(
+            backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, device
+        )
+    except SegmentationDataError as err:
+        raise UsageError(str(err)) from err
+    seconds = time.perf_counter() - started
+
+    scores = result.scores
+    print(f"mIoU {scores.miou:.2f}  pixel accuracy {scores.pixel_accuracy:.2f}")
+    record = {
+        "miou": scores.miou,
+        "pixel_accuracy": scores.pixel_accuracy,
+        "iou": {
+            name: None if math.isnan(iou) else iou
+            for name, iou in zip(train_set.classes, scores.iou)
+        },
+        "weights": str(args.weights),
+        "checkpoint_key": args.checkpoint_key,
+        "data": str(args.data),
+        "layout": layout,
+        "layers": args.layers,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size,
+        "image_size": setup.image_size,
+        "eval_mode": args.eval_mode,
+        "seed": args.seed,
+        "num_train": result.num_train,
+        "num_test": result.num_test,
+        "feature_dim": result.feature_dim,
+        "history": result.history,
+        "seconds": round(seconds, 3),
+    }
+    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results: {args.output}")
+    return 0
