@@ -12,7 +12,6 @@ import torch
 from eval_cli_data import run_cli, write_config
 from PIL import Image
 
-import patchdino.cli.main as main_module
 from patchdino.eval.backbone_loading import load_backbone
 from patchdino.eval.davis import annotations_dir, find_sequences, read_mask, split_file
 from patchdino.eval.moving_fashion import VideoSettings, write_moving_fashion
@@ -20,12 +19,6 @@ from patchdino.eval.propagation import PropagationSettings
 from patchdino.eval.video_segmentation import segment_sequence
 
 SETTINGS = VideoSettings(num_videos=2, num_frames=4, seed=3)
-
-
-@pytest.fixture(autouse=True)
-def _command(monkeypatch: pytest.MonkeyPatch) -> None:
-    commands = dict(main_module.COMMANDS, propagate="Video object segmentation.")
-    monkeypatch.setattr(main_module, "COMMANDS", commands)
 
 
 def garments(count: int = 8) -> torch.Tensor:

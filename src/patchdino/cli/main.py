@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "features": "Frozen features of a data set split, saved to .pt or .npz.",
     "knn": "Weighted k-NN classification on frozen features (DINO's protocol).",
     "linear": "Linear probe on frozen features.",
+    "segment": "Linear semantic-segmentation probe on frozen patch tokens (mIoU).",
+    "propagate": "Video object segmentation by label propagation (DINO's protocol).",
     "export": "Export a checkpoint's backbone as .safetensors.",
     "demo": "Pretrain on Fashion-MNIST, evaluate by k-NN and write a report.",
     "bench": "Training-step throughput: model-only, input pipeline and end to end.",

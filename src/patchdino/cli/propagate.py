@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
+from patchdino.cli.features import resolve_device
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,22 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     videos.add_argument("--num-videos", type=int, default=30, help="number of sequences")
     videos.add_argument("--num-frames", type=int, default=20, help="frames per sequence")
     videos.add_argument("--seed", type=int, default=0, help="seed of the sequences")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device that exists here."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if not (name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device is available")
-    device = torch.device(name)
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
-    return device
 
 
 def make_videos(args: argparse.Namespace) -> int:

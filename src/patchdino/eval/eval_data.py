@@ -23,16 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from patchdino.data.datasets import CanvasDataset, build_dataset, detect_kind
+from patchdino.data.datasets import FILE_KINDS, CanvasDataset, build_dataset, detect_kind
 from patchdino.data.datasets.base import CanvasItem
+from patchdino.data.datasets.kinds import FILE_CANVAS
 from patchdino.error_text import first_line
 
-FILE_KINDS = ("imagefolder", "flat")
-"""Kinds read from image files; they get the resize-and-centre-crop transform."""
 CROP_RATIO = 224 / 256
 """Share of the resized shorter side kept by the centre crop (DINO: 224 of 256)."""
-DEFAULT_FILE_CANVAS = 320
-"""Smallest canvas file images are decoded onto before the evaluation transform."""
 EVAL_MODES = ("resize", "center_crop")
 
 
@@ -172,7 +169,7 @@ def data_kind_of(path: str) -> str:
 def file_canvas(out_size: int | None, canvas: int | None = None) -> int:
     """Canvas for image files: ``canvas`` (or the default) and room for a 4:3 image whose
     shorter side is the centre crop's resize target."""
-    base = DEFAULT_FILE_CANVAS if canvas is None else canvas
+    base = FILE_CANVAS if canvas is None else canvas
     if out_size is None:
         return base
     return max(base, math.ceil(round(out_size / CROP_RATIO) * 4 / 3))

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from patchdino.eval.davis import annotations_dir, frames_dir, write_frame, write_mask, write_split
+from patchdino.eval.segmentation_data import GARMENT_THRESHOLD
 
-GARMENT_THRESHOLD = 25
-"""Intensity (0-255) above which a pixel of a Fashion-MNIST image belongs to the garment."""
 SIDE = 28
 MIN_VISIBLE = 40
 """Pixels each garment shows in the first frame at least (drawing parameters are redrawn

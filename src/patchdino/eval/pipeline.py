@@ -86,6 +86,7 @@ def prepare(
     config: str | Path | None = None,
     checkpoint_key: str = "teacher",
     image_size: int | None = None,
+    kind: str | None = None,
 ) -> EvalSetup:
     """Load ``weights`` and decide how the images of ``data`` are prepared for it.
 
@@ -100,20 +101,23 @@ def prepare(
         image_size: side of the square evaluation images (default: the config's
             ``views.global_size``; for pixels without a config, the native size of
             in-memory data sets).
+        kind: the data's kind when the caller knows it (e.g. a segmentation layout whose
+            images are files: ``"imagefolder"``); detected from ``data`` when None.
 
     Raises:
         EvalSetupError: missing or incompatible weights, an unknown data layout, an image size
             that is not a multiple of the patch size.
     """
+    from patchdino.data.datasets import FILE_KINDS
     from patchdino.eval.backbone_loading import load_backbone
-    from patchdino.eval.eval_data import FILE_KINDS, data_kind_of
+    from patchdino.eval.eval_data import data_kind_of
     from patchdino.train.build import normalisation
 
     if image_size is not None and image_size < 1:
         raise EvalSetupError(f"the image size must be at least 1, got {image_size}")
     data, weights = str(data), str(weights)
     try:
-        kind = data_kind_of(data)
+        kind = data_kind_of(data) if kind is None else kind
         if weights == PIXELS:
             cfg = Config() if config is None else load_config(config)
             size = image_size
@@ -142,11 +146,13 @@ def prepare(
 
 def data_channels(kind: str, config: str | Path | None = None) -> int:
     """Channels random weights are built for: the config's, else the data set's own."""
+    from patchdino.data.datasets import get_kind
+
     if config is not None:
         channels = load_config(config).data.channels
         if channels is not None:
             return int(channels)
-    return 1 if kind in ("fashion_mnist", "mnist") else 3
+    return get_kind(kind).channels
 
 
 def open_split(setup: EvalSetup, split: str) -> CanvasDataset:
