@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from patchdino.config import Config, ConfigError, load_config
 from patchdino.error_text import first_line
+from patchdino.errors import InputError
 from patchdino.eval.features import token_features
 from patchdino.models.backbone import Backbone, create_backbone
 from patchdino.train.checkpoint import CHECKPOINT_NAME
@@ -40,7 +41,7 @@ EXPORT_FORMAT = "patchdino-backbone-v1"
 """``format`` entry of the metadata of exported ``.safetensors`` backbones."""
 
 
-class BackboneLoadError(ValueError):
+class BackboneLoadError(InputError):
     """The weights cannot be loaded; the one-line message says why and what to do."""
 
 

@@ -24,12 +24,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from patchdino.errors import InputError
+
 RESOLUTION = "480p"
 YEAR = "2017"
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class DavisLayoutError(ValueError):
+class DavisLayoutError(InputError):
     """The folder does not follow the DAVIS layout; the one-line message says where."""
 
 

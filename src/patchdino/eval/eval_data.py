@@ -27,13 +27,14 @@ from patchdino.data.datasets import FILE_KINDS, CanvasDataset, build_dataset, de
 from patchdino.data.datasets.base import CanvasItem
 from patchdino.data.datasets.kinds import FILE_CANVAS
 from patchdino.error_text import first_line
+from patchdino.errors import InputError
 
 CROP_RATIO = 224 / 256
 """Share of the resized shorter side kept by the centre crop (DINO: 224 of 256)."""
 EVAL_MODES = ("resize", "center_crop")
 
 
-class EvalDataError(ValueError):
+class EvalDataError(InputError):
     """An evaluation split cannot be opened; the one-line message says why."""
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from patchdino.config import Config, ConfigError, load_config
 from patchdino.data.datasets import CanvasDataset
 from patchdino.error_text import first_line
+from patchdino.errors import InputError
 from patchdino.models import Backbone
 
 PIXELS = "pixels"
@@ -27,7 +28,7 @@ RANDOM = "random"
 """``weights`` value of a randomly initialised network of the config's architecture."""
 
 
-class EvalSetupError(ValueError):
+class EvalSetupError(InputError):
     """Weights, data or an option that the evaluation cannot use; the message says why."""
 
 

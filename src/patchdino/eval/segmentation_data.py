@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from patchdino.data.datasets import IdxDataset, detect_kind
 from patchdino.data.datasets.canvas import decode_image
+from patchdino.errors import InputError
 
 IGNORE = 255
 """Mask value of pixels that count neither in the loss nor in the scores."""
@@ -63,7 +64,7 @@ ADE20K_NUM_CLASSES = 150
 _ADE_SPLITS = {"train": "training", "val": "validation"}
 
 
-class SegmentationDataError(ValueError):
+class SegmentationDataError(InputError):
     """A segmentation data set cannot be opened or read; the one-line message says why."""
 
 
