@@ -37,6 +37,7 @@ def test_every_kind_of_problem_is_reported_together(tmp_path: Path) -> None:
         "unknown key 'optim.batchsize'; did you mean batch_size?",
         "unknown section 'optimizer'",
         "views.global_size 30 is not divisible by model.patch_size 16",
+        "views.local_size 96 is larger than views.global_size 30",
         "loss.local_local needs at least 2 local views",
         "loss.matching: 'closest' is not one of grid, nearest",
         "run.seed must lie in [0, 2**32), got -1",
@@ -60,6 +61,7 @@ def test_config_error_message_lists_every_problem() -> None:
     ("override", "fragment"),
     [
         ("views.local_size=10", "views.local_size 10 is not divisible by model.patch_size 16"),
+        ("views.local_size=256", "views.local_size 256 is larger than views.global_size 224"),
         ("views.global_scale=[0.9,0.2]", "views.global_scale must satisfy 0 < min <= max <= 1"),
         ("views.blur_p=[1.0,0.1]", "views.blur_p: expected 3 values, got 2"),
         ("views.flip_p=1.5", "views.flip_p must lie in [0, 1]"),

@@ -179,6 +179,7 @@ def test_images_to_batch_pads_pil_and_tensor_images() -> None:
         ({"global_size": 225}, "global_size 225 is not divisible by patch_size 16"),
         ({"local_size": 100}, "local_size 100 is not divisible by patch_size 16"),
         ({"patch_size": 0}, "patch_size must be positive"),
+        ({"local_size": 256}, "local_size 256 is larger than global_size 224"),
         ({"global_scale": (0.0, 1.0)}, "global_scale"),
         ({"local_scale": (0.05, 1.5)}, "local_scale"),
         ({"local_scale": (0.5, 0.4)}, "local_scale"),

@@ -61,6 +61,11 @@ def view_problems(
                 problems.append(
                     f"{prefix}{name} {size} is not divisible by {patch_key} {patch_size}"
                 )
+    if views.local_size > views.global_size:
+        problems.append(
+            f"{prefix}local_size {views.local_size} is larger than {prefix}global_size "
+            f"{views.global_size}; local views are the small crops, global views the large ones"
+        )
     for name, upper in (("global_scale", 1.0), ("local_scale", 1.0), ("ratio", math.inf)):
         problem = interval_problem(prefix + name, getattr(views, name), upper)
         if problem is not None:
