@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
 from patchdino.cli.features import resolve_device
+from patchdino.cli.outputs import check_output_folder
 
 if TYPE_CHECKING:
     pass
@@ -87,6 +88,7 @@ def make_videos(args: argparse.Namespace) -> int:
         write_moving_fashion,
     )
 
+    check_output_folder(args.make_videos, "--make-videos")
     try:
         settings = VideoSettings(
             num_videos=args.num_videos, num_frames=args.num_frames, seed=args.seed
@@ -143,31 +145,22 @@ def run(args: argparse.Namespace) -> int:
         return make_videos(args)
     _check_options(args)
 
-    from patchdino.config import ConfigError, load_config
-    from patchdino.eval.backbone_loading import load_backbone
+    from patchdino.cli.features import usage_errors
     from patchdino.eval.davis import find_sequences
+    from patchdino.eval.pipeline import load_network
     from patchdino.eval.propagation import PropagationSettings
     from patchdino.eval.video_segmentation import results_record, segment_sequence
-    from patchdino.train.build import normalisation
 
+    check_output_folder(args.output)
     device = resolve_device(args.device)
-    try:
-        sequences = find_sequences(
-            args.data, args.sequences, split=args.split, resolution=args.resolution
+    sequences = find_sequences(
+        args.data, args.sequences, split=args.split, resolution=args.resolution
+    )
+    with usage_errors():
+        network = load_network(
+            args.weights, device, "imagefolder", args.config, args.checkpoint_key
         )
-        in_chans = None
-        if args.weights == "random":
-            channels = None if args.config is None else load_config(args.config).data.channels
-            in_chans = 3 if channels is None else int(channels)
-        backbone, config, channels = load_backbone(
-            args.weights, args.checkpoint_key, args.config, device, in_chans=in_chans
-        )
-        kind = "imagenet" if config.data.kind == "auto" else config.data.kind
-        mean, std = normalisation(config, kind, channels)
-    except ConfigError as err:
-        raise UsageError(f"invalid configuration: {'; '.join(err.problems)}") from err
-    except ValueError as err:
-        raise UsageError(str(err).strip().splitlines()[0]) from err
+    backbone, channels, mean, std = network.backbone, network.channels, network.mean, network.std
     settings = PropagationSettings(
         n_last_frames=args.n_last_frames,
         topk=args.topk,

@@ -110,24 +110,91 @@ def prepare(
             that is not a multiple of the patch size.
     """
     from patchdino.data.datasets import FILE_KINDS
-    from patchdino.eval.backbone_loading import load_backbone
     from patchdino.eval.eval_data import data_kind_of
-    from patchdino.train.build import normalisation
 
     if image_size is not None and image_size < 1:
         raise EvalSetupError(f"the image size must be at least 1, got {image_size}")
     data, weights = str(data), str(weights)
-    try:
-        kind = data_kind_of(data) if kind is None else kind
-        if weights == PIXELS:
+    if kind is None:
+        try:
+            kind = data_kind_of(data)
+        except ValueError as err:
+            raise EvalSetupError(str(err)) from err
+    if weights == PIXELS:
+        try:
             cfg = Config() if config is None else load_config(config)
-            size = image_size
-            if size is None and (config is not None or kind in FILE_KINDS):
-                size = cfg.views.global_size
-            return EvalSetup(data, kind, None, cfg, cfg.data.channels, size, (), (), device)
-        in_chans = data_channels(kind, config) if weights == RANDOM else None
+        except ConfigError as err:
+            raise EvalSetupError(f"invalid configuration: {'; '.join(err.problems)}") from err
+        size = image_size
+        if size is None and (config is not None or kind in FILE_KINDS):
+            size = cfg.views.global_size
+        return EvalSetup(data, kind, None, cfg, cfg.data.channels, size, (), (), device)
+    network = load_network(weights, device, kind, config, checkpoint_key)
+    backbone = network.backbone
+    size = image_size if image_size is not None else network.config.views.global_size
+    if size % backbone.patch_size:
+        raise EvalSetupError(
+            f"image size {size} is not a multiple of the patch size {backbone.patch_size}"
+        )
+    return EvalSetup(
+        data,
+        kind,
+        backbone,
+        network.config,
+        network.channels,
+        size,
+        network.mean,
+        network.std,
+        device,
+    )
+
+
+@dataclass(frozen=True)
+class Network:
+    """A frozen backbone with what its input needs.
+
+    Attributes:
+        backbone: the network, in eval mode on the requested device.
+        config: its configuration.
+        channels: image channels it takes.
+        mean: normalisation means in ``[0, 1]`` units, one per channel.
+        std: normalisation standard deviations.
+    """
+
+    backbone: Backbone
+    config: Config
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def load_network(
+    weights: str | Path,
+    device: torch.device,
+    kind: str,
+    config: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+) -> Network:
+    """Load ``weights`` (a checkpoint, its run folder, an export or :data:`RANDOM`).
+
+    Args:
+        weights: see :func:`prepare`.
+        device: where the network will run.
+        kind: kind of the data it will see: the channels of random weights and the
+            normalisation statistics of networks whose config does not name its data's kind.
+        config: YAML config (the architecture of random weights).
+        checkpoint_key: ``"teacher"`` or ``"student"``.
+
+    Raises:
+        EvalSetupError: missing, unreadable or incompatible weights or config.
+    """
+    from patchdino.eval.backbone_loading import load_backbone
+    from patchdino.train.build import normalisation
+
+    try:
+        in_chans = data_channels(kind, config) if str(weights) == RANDOM else None
         backbone, cfg, channels = load_backbone(
-            weights, checkpoint_key, None if config is None else Path(config), device, in_chans
+            str(weights), checkpoint_key, None if config is None else Path(config), device, in_chans
         )
         trained_on = kind if cfg.data.kind == "auto" else cfg.data.kind
         mean, std = normalisation(cfg, trained_on, channels)
@@ -137,12 +204,7 @@ def prepare(
         raise
     except ValueError as err:
         raise EvalSetupError(first_line(err)) from err
-    size = image_size if image_size is not None else cfg.views.global_size
-    if size % backbone.patch_size:
-        raise EvalSetupError(
-            f"image size {size} is not a multiple of the patch size {backbone.patch_size}"
-        )
-    return EvalSetup(data, kind, backbone, cfg, channels, size, mean, std, device)
+    return Network(backbone, cfg, channels, tuple(mean), tuple(std))
 
 
 def data_channels(kind: str, config: str | Path | None = None) -> int:
