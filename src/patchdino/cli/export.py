@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
+from patchdino.cli.outputs import check_output
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.eval.backbone_loading import BackboneLoadError
     from patchdino.eval.export import export_backbone
 
+    check_output(args.output, ".safetensors")
     if args.dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     try:

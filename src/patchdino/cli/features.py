@@ -148,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from patchdino.cli.outputs import check_output
+
     output: Path = args.output
-    if output.suffix not in OUTPUT_SUFFIXES:
-        raise UsageError(f"--output must end in .pt or .npz, got {output}")
+    check_output(output, OUTPUT_SUFFIXES)
     check_positive(max_images=args.max_images)
     check_pool(args.pool)
     started = time.perf_counter()

@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.outputs import check_output
     from patchdino.eval.knn import knn_classify
     from patchdino.eval.pipeline import feature_model, labelled_features
 
+    check_output(args.output, ".json")
     check_positive(max_train=args.max_train, max_test=args.max_test, ks=min(args.ks))
     check_pool(args.pool)
     if args.temperature <= 0:

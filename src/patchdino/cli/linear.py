@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.outputs import check_output
     from patchdino.eval.linear import NORMALIZATIONS, MultiBlockFeatures, train_linear_probe
     from patchdino.eval.pipeline import labelled_features
 
+    check_output(args.output, ".json")
     check_positive(
         epochs=args.epochs,
         n_last_blocks=args.n_last_blocks,

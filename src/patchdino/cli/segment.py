@@ -14,6 +14,7 @@ from pathlib import Path
 
 from patchdino.cli.errors import UsageError
 from patchdino.cli.features import check_positive, resolve_device, usage_errors
+from patchdino.cli.outputs import check_output
 
 FASHION_TRAIN_IMAGES = 10_000
 """Default probe training subset of the Fashion-MNIST task (seeded, fixed)."""
@@ -62,18 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def check_output(path: Path, suffix: str) -> None:
-    """Refuse an output file with another suffix or in a folder that cannot be made."""
-    if path.suffix != suffix:
-        raise UsageError(f"--output must end in {suffix}, got {path}")
-    if path.is_dir():
-        raise UsageError(f"--output {path} is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--output {path}: cannot create its folder ({err.strerror})") from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history,
         "seconds": round(seconds, 3),
     }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"results: {args.output}")
     return 0
