@@ -161,3 +161,68 @@ def test_missing_and_unreadable_image(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["match", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot read image" in err and len(err.splitlines()) == 1
+
+
+SMALL_VIEWS = ["--patch-size", "8", "--global-size", "32", "--local-size", "16", "--locals", "2"]
+
+
+def test_a_folder_is_reported_as_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["match", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder; give one image file" in err and len(err.splitlines()) == 1
+
+
+def test_16_bit_png_gives_the_views_of_its_8_bit_copy(tmp_path: Path) -> None:
+    """16-bit images are decoded as in training, not saturated."""
+    from sklearn.datasets import load_sample_image
+
+    gray = np.asarray(Image.fromarray(load_sample_image("china.jpg")).convert("L"))
+    Image.fromarray(gray).save(tmp_path / "china8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "china16.png")
+    assert Image.open(tmp_path / "china16.png").mode.startswith("I;16")
+    views = []
+    for name in ("china8", "china16"):
+        out = tmp_path / name
+        assert main(["match", str(tmp_path / f"{name}.png"), "--out", str(out), *SMALL_VIEWS]) == 0
+        views.append(np.asarray(Image.open(out / "views" / "global1.png")))
+    np.testing.assert_array_equal(views[0], views[1])
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "fragment"),
+    [
+        (120, 2400, "20.0 times wider than tall"),
+        (240, 24, "10.0 times taller than wide"),
+        (8, 8, "enlarge it at least 28 times"),
+    ],
+)
+def test_misleading_images_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], height: int, width: int, fragment: str
+) -> None:
+    image = _photo(tmp_path / "photo.png", height=height, width=width)
+    args = ["--global-size", "224", "--local-size", "32", "--locals", "1"]
+    code = main(["match", str(image), "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "patchdino match: warning:" in err and fragment in err
+
+
+def test_an_ordinary_photo_gives_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = _photo(tmp_path / "photo.png", height=90, width=130)
+    assert main(["match", str(image), "--out", str(tmp_path / "o"), *SMALL_VIEWS]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_local_views_larger_than_global_ones_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = _photo(tmp_path / "photo.png")
+    args = ["match", str(image), "--out", str(tmp_path / "o")]
+    assert main([*args, "--local-size", "256", "--global-size", "224"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--local-size 256 is larger than --global-size 224" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()

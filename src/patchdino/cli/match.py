@@ -1,13 +1,26 @@
-"""``patchdino match``: sample the views of one image and show their matched patches."""
+"""``patchdino match``: sample the views of one image and show their matched patches.
+
+The image is decoded as the training data sets decode image files (16-bit images included).
+Images whose views would mislead are warned about: an aspect ratio far outside the views'
+ratios (most views then fall back to the same central crop) and an image so small that the
+global views enlarge it many times.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
+from patchdino.cli.outputs import check_output_folder
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from patchdino.data.multicrop import MultiCropSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,17 +45,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_image(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "F")
+"""PIL modes read as one channel (16-bit ``I;16*`` modes too); the others are read as RGB."""
+MAX_UPSAMPLING = 4.0
+"""Warn when even a view of the whole image is enlarged more than this many times."""
 
-    if not path.is_file():
+
+def read_image(path: Path) -> Tensor:
+    """The image at ``path`` as ``(C, H, W)`` uint8, decoded as the training data sets do.
+
+    Grayscale (8- and 16-bit) images give one channel, the others three; 16-bit images are
+    mapped to 8 bits as in training (:func:`patchdino.data.datasets.canvas.decode_image`).
+
+    Raises:
+        UsageError: a missing path, a folder, or a file that is not a readable image.
+    """
+    from PIL import Image
+
+    from patchdino.data.datasets import BadImageError
+    from patchdino.data.datasets.canvas import DECODE_ERRORS, decode_image
+
+    if path.is_dir():
+        raise UsageError(f"image {path} is a folder; give one image file")
+    if not path.exists():
         raise UsageError(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
-            image.load()
-            return image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+            mode = image.mode
+    except DECODE_ERRORS as err:  # UnidentifiedImageError is an OSError
         raise UsageError(f"cannot read image {path}: {err}") from err
+    channels = 1 if mode in GRAYSCALE_MODES or mode.startswith("I;16") else 3
+    try:
+        return decode_image(path, channels, canvas=None)
+    except BadImageError as err:
+        raise UsageError(str(err)) from err
+
+
+def image_warnings(height: int, width: int, spec: MultiCropSpec) -> list[str]:
+    """Why the views of a ``height x width`` image would mislead, as one-line warnings.
+
+    Two cases: an aspect ratio so far outside ``spec.ratio`` that no global view fits (each
+    then falls back to the same central crop), and an image so small that even a global view
+    of all of it is upsampled more than :data:`MAX_UPSAMPLING` times.
+    """
+    warnings = []
+    aspect = max(height, width) / min(height, width)
+    limit = max(spec.ratio[1], 1 / spec.ratio[0]) / spec.global_scale[0]
+    if aspect > limit:
+        shape = "wider than tall" if width > height else "taller than wide"
+        warnings.append(
+            f"the {width} x {height} image is {aspect:.1f} times {shape}: views with aspect "
+            f"ratios in [{spec.ratio[0]:.2f}, {spec.ratio[1]:.2f}] rarely fit in it, and those "
+            "that do not all fall back to the same central crop; crop the image closer to square"
+        )
+    factor = spec.global_size / (height * width) ** 0.5
+    if factor > MAX_UPSAMPLING:
+        warnings.append(
+            f"the {width} x {height} image is small for {spec.global_size} px global views: "
+            f"they enlarge it at least {factor:.0f} times and show blurred pixels; give a "
+            "larger image or a smaller --global-size"
+        )
+    return warnings
+
+
+def _spec_error(err: ValueError) -> UsageError:
+    """A view-settings error worded with the command's options."""
+    text = str(err)
+    for name in ("global_size", "local_size", "patch_size"):
+        text = text.replace(name, "--" + name.replace("_", "-"))
+    return UsageError(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.matching import MATCH_MODES, match_patches
     from patchdino.viz.matches import ViewPicture, plot_matches
 
+    check_output_folder(args.out, "--out")
     if args.mode not in MATCH_MODES:
         raise UsageError(f"unknown mode '{args.mode}' (choose from {', '.join(MATCH_MODES)})")
     try:
@@ -65,10 +137,12 @@ def run(args: argparse.Namespace) -> int:
             photometric=not args.geometry_only,
         )
     except ValueError as err:
-        raise UsageError(str(err)) from err
+        raise _spec_error(err) from err
     if args.threshold <= 0:
         raise UsageError(f"--threshold must be > 0, got {args.threshold}")
-    image = _read_image(args.image)
+    image = read_image(args.image)  # (C, H, W) uint8
+    for warning in image_warnings(int(image.shape[1]), int(image.shape[2]), spec):
+        print(f"patchdino match: warning: {warning}", file=sys.stderr)
     images, sizes = images_to_batch([image])
     generator = torch.Generator().manual_seed(args.seed)
     batch = MultiCropAugmentation(spec)(images, sizes, generator=generator, normalize=False)
@@ -109,13 +183,13 @@ def run(args: argparse.Namespace) -> int:
         ],
     }
     (out / "matches.json").write_text(json.dumps(record, indent=1))
-    source = np.asarray(image)
+    source = image.permute(1, 2, 0).numpy()  # (H, W, C)
     pictures = [
         ViewPicture(name, view, tuple(g.boxes[0].tolist()), bool(g.flipped[0]), g.patch_size)
         for name, view, g in zip(names, pixels, geometry)
     ]
     figure = plot_matches(
-        source if source.ndim == 3 else source[:, :, None],
+        source,
         pictures,
         pairs,
         out / "matches.png",
