@@ -144,7 +144,9 @@ def test_architecture_mismatch_names_the_tensor(
     data: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     config = tmp_path / "nano.yaml"
-    config.write_text("model: {arch: vit_nano, patch_size: 4}\nviews: {global_size: 16}\n")
+    config.write_text(
+        "model: {arch: vit_nano, patch_size: 4}\nviews: {global_size: 16, local_size: 8}\n"
+    )
     args = ["knn", "--data", data, "--weights", run, "--config", config]
     code, _, err = run_cli([*args, "--output", tmp_path / "o.json"], capsys)
     _one_line_error(code, err, "vit_nano", "model.cls_token", "(1, 1, 32)", "(1, 1, 64)")
