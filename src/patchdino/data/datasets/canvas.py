@@ -112,6 +112,38 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
 
 
+def fit_image(image: Image.Image, channels: int, canvas: int | None) -> Tensor:
+    """A decoded PIL image as the image-file data sets give it, before padding.
+
+    16-bit and float images are mapped to 8 bits, the image is converted to ``channels``
+    (``"L"`` or ``"RGB"``) and resized (bilinear) so that its longer side is ``canvas``.
+    :func:`decode_image` does the same from a file, except that it may first decode a large
+    JPEG at a reduced scale that still covers the target size.
+
+    Args:
+        image: any PIL image.
+        channels: 1 or 3.
+        canvas: length of the longer side after resizing, or None to keep the native size.
+
+    Returns:
+        ``(channels, h, w)`` uint8 tensor with ``max(h, w) == canvas``.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return _fit(image, channels, canvas_size(image.height, image.width, canvas))
+
+
+def _fit(image: Image.Image, channels: int, size: tuple[int, int]) -> Tensor:
+    h, w = size
+    converted = _to_8bit(image).convert("RGB" if channels == 3 else "L")
+    if converted.size != (w, h):
+        converted = converted.resize((w, h), RESAMPLE)
+    array = np.asarray(converted, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, h, w)
+
+
 def _decode(path: Path, channels: int, canvas: int | None) -> Tensor:
     mode = "RGB" if channels == 3 else "L"
     with Image.open(path) as image:
@@ -120,13 +152,7 @@ def _decode(path: Path, channels: int, canvas: int | None) -> Tensor:
             # JPEG only: decode at a reduced DCT scale that still covers the target size.
             image.draft(mode, (w, h))
         image.load()
-        converted = _to_8bit(image).convert(mode)
-    if converted.size != (w, h):
-        converted = converted.resize((w, h), RESAMPLE)
-    array = np.asarray(converted, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, h, w)
+        return _fit(image, channels, (h, w))
 
 
 def decode_image(path: Path, channels: int, canvas: int | None) -> Tensor:
