@@ -1,0 +1,66 @@
+"""benchmarks/dense.py: weights parsing, the table over seeds, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from idx_files import garment_images, write_idx_split
+from patchdino.eval.moving_fashion import VideoSettings, write_moving_fashion
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+TINY = """\
+model: {arch: vit_pico, patch_size: 4, out_dim: 16, patch_out_dim: 16, hidden_dim: 16,
+        bottleneck_dim: 8}
+views: {global_size: 28, local_size: 12, num_local: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def dense() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dense", BENCHMARKS / "dense.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_weights_and_table(dense: ModuleType) -> None:
+    assert dense.parse_weights(["a=x,y", "random=random"]) == {
+        "a": ["x", "y"],
+        "random": ["random"],
+    }
+    with pytest.raises(SystemExit, match="LABEL=WEIGHTS"):
+        dense.parse_weights(["nolabel"])
+    row = {"segment": {"miou": 40.0, "pixel_accuracy": 70.0}, "propagate": {"JF_mean": 50.0}}
+    other = {"segment": {"miou": 44.0, "pixel_accuracy": 72.0}, "propagate": {"JF_mean": 54.0}}
+    text = dense.table({"grid": [row, other], "random": [row]})
+    assert "| grid | 2 | 42.00 ± 2.83 | 71.00 ± 1.41 | 52.00 ± 2.83 | - | - |" in text
+    assert "| random | 1 | 40.00 | 70.00 | 50.00 | - | - |" in text
+
+
+def test_tiny_run(dense: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fashion = tmp_path / "fashion"
+    for split, n, seed in (("train", 20, 0), ("test", 8, 1)):
+        labels = np.arange(n) % 10
+        write_idx_split(fashion, split, garment_images(labels, 28, seed), labels)
+    videos = tmp_path / "videos"
+    source = torch.from_numpy(garment_images(np.arange(6) % 10, 28, 2))
+    write_moving_fashion(source, videos, VideoSettings(num_videos=1, num_frames=3, seed=0))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    argv = ["dense.py", "--weights", "random=random", "--videos", str(videos), "--config"]
+    argv += [str(config), "--fashion-mnist", str(fashion), "--seg-epochs", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(tmp_path / "out")])
+    dense.main()
+    summary = json.loads((tmp_path / "out" / "dense.json").read_text())
+    record = summary["rows"]["random"][0]
+    assert 0 <= record["segment"]["miou"] <= 100 and "JF_mean" in record["propagate"]
+    assert (tmp_path / "out" / "table.md").read_text().startswith("| weights |")
