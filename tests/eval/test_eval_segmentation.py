@@ -14,7 +14,6 @@ from patchdino.eval.segmentation import (
     TrainCollate,
     patch_feature_map,
     resize_mask,
-    shorter_side_to,
     train_segmentation_probe,
     window_starts,
 )
@@ -72,8 +71,6 @@ def test_geometry_helpers() -> None:
     assert window_starts(16, 16, 11) == [0]
     assert window_starts(24, 16, 11) == [0, 8]
     assert window_starts(40, 16, 11) == [0, 11, 22, 24]
-    assert shorter_side_to(20, 30, 16) == (16, 24)
-    assert shorter_side_to(30, 20, 16) == (24, 16)
     mask = torch.randint(0, 3, (13, 17))
     mask[0] = IGNORE
     for size in ((7, 9), (40, 31)):

@@ -71,15 +71,15 @@ def eval_resize(image: Tensor, size: Tensor, out_size: int | None, mode: str) ->
     if out_size is None:
         return region
     if mode == "resize":
-        return _resize(region[None], out_size, out_size)[0]
+        return resize_images(region[None], out_size, out_size)[0]
     rh, rw = resize_shorter_side(h, w, round(out_size / CROP_RATIO))
-    resized = _resize(region[None], rh, rw)[0]  # (C, rh, rw)
+    resized = resize_images(region[None], rh, rw)[0]  # (C, rh, rw)
     top = round((rh - out_size) / 2.0)
     left = round((rw - out_size) / 2.0)
     return resized[:, top : top + out_size, left : left + out_size]
 
 
-def _resize(images: Tensor, height: int, width: int) -> Tensor:
+def resize_images(images: Tensor, height: int, width: int) -> Tensor:
     """``(B, C, h, w)`` uint8 to ``(B, C, height, width)`` uint8, bicubic and antialiased."""
     if tuple(images.shape[-2:]) == (height, width):
         return images
@@ -114,7 +114,7 @@ class EvalCollate:
         if self.mode == "resize" and whole and len({c.shape for c in canvases}) == 1:
             batch = torch.stack(canvases)  # (B, C, h, w): one resize for all
             if self.out_size is not None:
-                batch = _resize(batch, self.out_size, self.out_size)
+                batch = resize_images(batch, self.out_size, self.out_size)
             return batch, labels
         views = [eval_resize(c, s, self.out_size, self.mode) for c, s, _ in items]
         shapes = {tuple(v.shape) for v in views}

@@ -25,7 +25,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 from tqdm import tqdm
 
-from patchdino.eval.eval_data import Normalise, subset_indices
+from patchdino.eval.eval_data import (
+    Normalise,
+    resize_images,
+    resize_shorter_side,
+    subset_indices,
+)
 from patchdino.eval.segmentation_data import IGNORE, SegmentationDataset
 from patchdino.eval.segmentation_metrics import (
     SegmentationScores,
@@ -143,25 +148,11 @@ class SegmentationProbe(nn.Module):
         return self.classifier(self.norm(features)) + self.bias[:, None, None]
 
 
-def resize_image(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(B, C, h, w)`` uint8 to ``(B, C, *size)`` uint8, bilinear and antialiased."""
-    if tuple(images.shape[-2:]) == size:
-        return images
-    out = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
 def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """``(h, w)`` class mask to ``size`` by nearest neighbour (never mixing labels)."""
     if tuple(mask.shape) == size:
         return mask
     return F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-
-
-def shorter_side_to(height: int, width: int, side: int) -> tuple[int, int]:
-    """``(h, w)`` with the shorter side ``side`` and the aspect ratio kept (rounded)."""
-    scale = side / min(height, width)
-    return max(side, round(height * scale)), max(side, round(width * scale))
 
 
 class TrainCollate:
@@ -194,8 +185,8 @@ class TrainCollate:
         images, masks = [], []
         s = self.size
         for image, mask in items:
-            h, w = shorter_side_to(int(image.shape[-2]), int(image.shape[-1]), s)
-            image, mask = resize_image(image[None], (h, w))[0], resize_mask(mask, (h, w))
+            h, w = resize_shorter_side(int(image.shape[-2]), int(image.shape[-1]), s)
+            image, mask = resize_images(image[None], h, w)[0], resize_mask(mask, (h, w))
             top = int(torch.randint(0, h - s + 1, (1,), generator=generator))
             left = int(torch.randint(0, w - s + 1, (1,), generator=generator))
             image = image[:, top : top + s, left : left + s]
@@ -264,10 +255,10 @@ class DensePredictor:
         height, width = int(images.shape[-2]), int(images.shape[-1])
         s = self.size
         if self.mode == "resize":
-            logits = self.window_logits(resize_image(images, (s, s)))
+            logits = self.window_logits(resize_images(images, s, s))
         else:
-            h, w = shorter_side_to(height, width, s)
-            resized = resize_image(images, (h, w))
+            h, w = resize_shorter_side(height, width, s)
+            resized = resize_images(images, h, w)
             stride = max(1, math.ceil(2 * s / 3))
             boxes = [
                 (top, left)
