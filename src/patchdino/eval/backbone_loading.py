@@ -7,7 +7,8 @@ Three sources give a :class:`~patchdino.models.Backbone` ready for feature extra
   every tensor must fit it), and the ``teacher.backbone.*`` or ``student.backbone.*`` tensors
   are loaded;
 - a ``.safetensors`` file written by :func:`~patchdino.eval.export.export_backbone`, whose
-  metadata holds the config;
+  metadata holds the config (current exports name their tensors as timm does, earlier ones
+  as :class:`~patchdino.models.Backbone` does; both are read);
 - ``"random"``: the architecture of ``config_path`` (or the defaults) with seeded random
   initial weights, the usual lower reference of self-supervised evaluations.
 
@@ -37,8 +38,12 @@ from patchdino.train.checkpoint import CHECKPOINT_NAME
 
 CHECKPOINT_KEYS = ("teacher", "student")
 RANDOM_WEIGHTS = "random"
-EXPORT_FORMAT = "patchdino-backbone-v1"
-"""``format`` entry of the metadata of exported ``.safetensors`` backbones."""
+EXPORT_FORMAT = "patchdino-backbone-v2"
+"""``format`` entry of the metadata of exported ``.safetensors`` backbones: tensors named as in
+timm's ``VisionTransformer``."""
+PREFIXED_EXPORT_FORMAT = "patchdino-backbone-v1"
+"""Earlier exports, whose tensors are named as in :class:`Backbone` (``model.`` prefix); still
+read."""
 
 
 class BackboneLoadError(InputError):
@@ -238,7 +243,8 @@ def _read_export(path: Path) -> StoredWeights:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise BackboneLoadError(f"cannot read {path}: {first_line(err)}") from err
-    if metadata.get("format") != EXPORT_FORMAT or "config" not in metadata:
+    export_format = metadata.get("format")
+    if export_format not in (EXPORT_FORMAT, PREFIXED_EXPORT_FORMAT) or "config" not in metadata:
         raise BackboneLoadError(
             f"{path} is not a patchdino backbone export (no format '{EXPORT_FORMAT}' in its "
             "metadata); write one with 'patchdino export'"
@@ -247,6 +253,8 @@ def _read_export(path: Path) -> StoredWeights:
         tree = json.loads(metadata["config"])
     except json.JSONDecodeError as err:
         raise BackboneLoadError(f"{path}: the stored config is not valid JSON ({err})") from err
+    if export_format == EXPORT_FORMAT:  # timm names: back to the Backbone's
+        tensors = {f"model.{name}": tensor for name, tensor in tensors.items()}
     config = _stored_config(tree, path)
     if metadata.get("data_kind"):
         config.data.kind = metadata["data_kind"]
