@@ -118,11 +118,11 @@ def _spec_error(err: ValueError) -> UsageError:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from PIL import Image
 
-    from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec, images_to_batch
-    from patchdino.matching import MATCH_MODES, match_patches
+    from patchdino.data.multicrop import MultiCropSpec
+    from patchdino.matching import MATCH_MODES
+    from patchdino.matching.views import match_views
     from patchdino.viz.matches import ViewPicture, plot_matches
 
     check_output_folder(args.out, "--out")
@@ -143,14 +143,9 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)  # (C, H, W) uint8
     for warning in image_warnings(int(image.shape[1]), int(image.shape[2]), spec):
         print(f"patchdino match: warning: {warning}", file=sys.stderr)
-    images, sizes = images_to_batch([image])
-    generator = torch.Generator().manual_seed(args.seed)
-    batch = MultiCropAugmentation(spec)(images, sizes, generator=generator, normalize=False)
-
-    names = [f"global{i + 1}" for i in range(len(batch.global_views))]
-    names += [f"local{i + 1}" for i in range(len(batch.local_views))]
-    geometry = batch.geometry
-    pixels = [(v[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for v in batch.views]
+    matched = match_views(image, spec, args.mode, args.threshold, args.seed)
+    names, geometry, pairs = matched.names, matched.geometry, matched.pairs
+    pixels = [(v.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for v in matched.views]
     out: Path = args.out
     (out / "views").mkdir(parents=True, exist_ok=True)
     for name, view in zip(names, pixels):
@@ -158,14 +153,8 @@ def run(args: argparse.Namespace) -> int:
             out / "views" / f"{name}.png"
         )
 
-    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for i in range(len(batch.global_views)):
-        for j in range(len(names)):
-            if j != i:
-                found = match_patches(geometry[i], geometry[j], args.mode, args.threshold)
-                pairs[(i, j)] = found.pairs(0)
     record = {
-        "image_size": [int(sizes[0, 0]), int(sizes[0, 1])],
+        "image_size": [int(image.shape[1]), int(image.shape[2])],
         "patch_size": args.patch_size,
         "mode": args.mode,
         "views": [
@@ -193,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         pictures,
         pairs,
         out / "matches.png",
-        num_global=len(batch.global_views),
+        num_global=matched.num_global,
     )
     total = sum(len(p) for p in pairs.values())
     print(
