@@ -117,6 +117,9 @@ class LossConfig:
     drawn anew every step; 0 keeps all. A cheaper setting: the heads run on fewer tokens."""
     centre: str = "position"
     """position: one centre per token position (reference) | shared: CLS + one for patches."""
+    centre_tokens: str = "matched"
+    """matched: the centre statistics average the teacher tokens that take part in a pair |
+    all: every teacher token (reference; the teacher head also runs on unmatched patches)."""
     centre_momentum: float = 0.9
     student_temp: float = 0.1
     teacher_temp: float = 0.04
@@ -195,7 +198,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     not need.
     """
     from patchdino.data.datasets import BAD_IMAGE_POLICIES, DATASET_KINDS
-    from patchdino.losses.centre import CENTRE_MODES
+    from patchdino.losses.centre import CENTRE_MODES, CENTRE_TOKENS
     from patchdino.losses.pairs import CLS_WEIGHTINGS
     from patchdino.matching.match import MATCH_MODES
     from patchdino.models.student_teacher import PATCH_HEAD_MODES
@@ -208,6 +211,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "loss.matching": MATCH_MODES,
         "loss.cls_weighting": CLS_WEIGHTINGS,
         "loss.centre": CENTRE_MODES,
+        "loss.centre_tokens": CENTRE_TOKENS,
         "run.precision": PRECISIONS,
         "run.on_nonfinite": NONFINITE_POLICIES,
     }

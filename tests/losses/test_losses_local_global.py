@@ -396,6 +396,91 @@ def test_batch_without_any_match_equals_dino() -> None:
     out.loss.backward()  # gradients flow although no patch token is selected
 
 
+def _all_token_centres(
+    case: Case, loss: LocalGlobalLoss, local_local: bool, momentum: float
+) -> list[Tensor]:
+    """Centres after one EMA step over every token of every teacher view, one at a time."""
+    teachers = case.teacher + (case.teacher_local if local_local else [])
+    results = []
+    for centre_module in (loss.centre, loss.patch_centre):
+        if centre_module is None:
+            continue
+        takes_cls = centre_module is loss.centre
+        takes_patches = centre_module is (loss.patch_centre or loss.centre)
+        old = centre_module.centre.clone()
+        sums = torch.zeros_like(old)
+        counts = torch.zeros(old.shape[0], dtype=torch.float64)
+        for i, tokens in enumerate(teachers):
+            kind = 0 if i < case.num_global else 1
+            for b in range(B):
+                for a in range(tokens.shape[1]):
+                    if (a == 0 and not takes_cls) or (a > 0 and not takes_patches):
+                        continue
+                    head = case.t_heads[0] if a == 0 else case.t_heads[1]
+                    row = _centre_row(a, kind, centre_module.mode)
+                    sums[row] += head(tokens[b, a])
+                    counts[row] += 1
+        new = old.clone()
+        seen = counts > 0
+        new[seen] = momentum * old[seen] + (1 - momentum) * sums[seen] / counts[seen, None]
+        results.append(new)
+    return results
+
+
+@pytest.mark.parametrize(
+    ("weighting", "centre_mode", "separate", "local_local"),
+    [c[1:] for c in CONFIGS if c[0]],
+)
+def test_centre_on_all_tokens_equals_the_loop(
+    weighting: str, centre_mode: str, separate: bool, local_local: bool
+) -> None:
+    case = _case(separate, seed=8)
+    loss_fn = _make_loss(
+        case,
+        centre_mode,
+        cls_weighting=weighting,
+        local_local=local_local,
+        chunk_size=5,
+        centre_tokens="all",
+    )
+    expected, _, _ = _reference(case, loss_fn, True, weighting, 0.5, local_local)
+    expected_centres = _all_token_centres(case, loss_fn, local_local, 0.9)
+    out = loss_fn(
+        case.student,
+        case.teacher,
+        case.s_heads,
+        case.t_heads,
+        T_T,
+        matches=case.matches,
+        teacher_local_tokens=case.teacher_local if local_local else (),
+    )
+    # The loss uses the centre as before; only the statistics of its update change.
+    torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=1e-12)
+    centres = [c for c in (loss_fn.centre, loss_fn.patch_centre) if c is not None]
+    for centre_module, centre_expected in zip(centres, expected_centres, strict=True):
+        torch.testing.assert_close(centre_module.centre, centre_expected, rtol=1e-10, atol=1e-12)
+
+
+def test_centre_on_all_tokens_reaches_positions_no_pair_uses() -> None:
+    case = _case(False, seed=9)
+    case.matches = {
+        key: PatchMatches(m.index_a, m.index_b, torch.zeros_like(m.valid))
+        for key, m in case.matches.items()
+    }
+    args = (case.s_heads, case.t_heads, T_T)
+    matched = _make_loss(case, "position")
+    every = _make_loss(case, "position", centre_tokens="all")
+    before = matched.centre.centre.clone()
+    matched(case.student, case.teacher, *args, matches=case.matches)
+    every(case.student, case.teacher, *args, matches=case.matches)
+    patch_rows = slice(1, 1 + GLOBAL_GRID**2)
+    torch.testing.assert_close(matched.centre.centre[patch_rows], before[patch_rows])
+    assert (every.centre.centre[patch_rows] != before[patch_rows]).all()
+    torch.testing.assert_close(every.centre.centre[0], matched.centre.centre[0])
+    with pytest.raises(ValueError, match="centre_tokens"):
+        LocalGlobalLoss(K, 16, centre_tokens="some")
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_and_runs_under_autocast() -> None:

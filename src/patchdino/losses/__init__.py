@@ -1,6 +1,6 @@
 """Centre, chunked soft cross-entropy, pair plans and the local-global distillation loss."""
 
-from patchdino.losses.centre import CENTRE_MODES, Centre
+from patchdino.losses.centre import CENTRE_MODES, CENTRE_TOKENS, Centre
 from patchdino.losses.cross_entropy import soft_cross_entropy
 from patchdino.losses.local_global import (
     HeadPair,
@@ -12,6 +12,7 @@ from patchdino.losses.pairs import CLS_WEIGHTINGS, PairPlan, ViewPair, plan_pair
 
 __all__ = [
     "CENTRE_MODES",
+    "CENTRE_TOKENS",
     "CLS_WEIGHTINGS",
     "Centre",
     "HeadPair",

@@ -14,6 +14,14 @@ decay towards zero). Where the teacher head runs only on matched tokens, a patch
 no pair used in a batch is therefore left unchanged. Under ``torch.distributed`` the sums and
 counts are all-reduced first, so every process holds the same centre; without an initialised
 process group the reduction is skipped.
+
+Which teacher tokens feed the statistics (``loss.centre_tokens``):
+
+- ``"matched"``: the teacher tokens that take part in some pair, whose logits the loss
+  computes anyway (every CLS token, the matched patch tokens).
+- ``"all"`` (the reference): every token of every view the teacher ran on. The loss then
+  also runs the teacher head, without gradients, on the patch tokens no pair used, for these
+  statistics only (:meth:`Centring.observe_features`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 CENTRE_MODES = ("position", "shared")
+"""``loss.centre`` values."""
+CENTRE_TOKENS = ("matched", "all")
+"""``loss.centre_tokens`` values: which teacher tokens the centre statistics average."""
 
 
 class Centre(nn.Module):
@@ -216,3 +227,24 @@ class Centring:
             return logits.sub_(self.centre(rows))
         self.sums[self._row] += logits.sum(dim=0)
         return logits.sub_(self.centre.centre[self._row])
+
+    @torch.no_grad()
+    def observe_features(self, features: Tensor, weight: Tensor, start: int, end: int) -> None:
+        """Add the raw logits ``features @ weight.T`` of tokens ``start:end`` to :attr:`sums`.
+
+        For statistics only: nothing is centred. The logits are linear in the features, so
+        the per-row sums are taken over the ``d``-wide features first and projected once;
+        no ``(end - start, K)`` tensor is made.
+
+        Args:
+            features: ``(end - start, d)`` bottleneck features of those tokens.
+            weight: ``(K, d)`` last-layer weight of the head that made them.
+        """
+        dtype = self.sums.dtype
+        features, weight = features.to(dtype), weight.to(dtype)
+        if self._row is None:
+            rows = features.new_zeros(self.centre.num_rows, features.shape[1])  # (R, d)
+            rows.index_add_(0, self._rows[start:end], features)
+            self.sums += rows @ weight.T  # (R, K)
+        else:
+            self.sums[self._row] += features.sum(dim=0) @ weight.T  # (K,)

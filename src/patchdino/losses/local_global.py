@@ -44,7 +44,10 @@ How it is computed (no per-pair copy of any ``K``-wide tensor is made):
 CLS tokens and patch tokens form two separate problems (they are never paired with each
 other), which lets the patch tokens use a separate head and centre. The centre is updated at
 the end of :meth:`LocalGlobalLoss.forward` (after it has been used, as in DINO) with the raw
-teacher logits of the selected tokens; see :mod:`patchdino.losses.centre` for the masked mean.
+teacher logits of the selected tokens (``centre_tokens="matched"``), or of every patch token
+of every teacher view (``"all"``, the reference: the teacher head then also runs, without
+gradients, on the patch tokens no pair uses); see :mod:`patchdino.losses.centre` for the
+masked mean.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from patchdino.losses.centre import CENTRE_MODES, Centre, Centring
+from patchdino.losses.centre import CENTRE_MODES, CENTRE_TOKENS, Centre, Centring
 from patchdino.losses.cross_entropy import DEFAULT_CHUNK_ELEMENTS, soft_cross_entropy
 from patchdino.losses.pairs import (
     CLS_WEIGHTINGS,
@@ -140,6 +143,9 @@ class LocalGlobalLoss(nn.Module):
         centre_mode: ``"position"`` (one centre per token position, the reference) or
             ``"shared"`` (one for CLS, one for all patches).
         centre_momentum: EMA momentum of the centre.
+        centre_tokens: ``"matched"`` (the centre statistics average the teacher tokens that
+            take part in a pair) or ``"all"`` (every token of every teacher view, the
+            reference).
         patch_loss: include matched patch pairs; False gives plain DINO.
         cls_weighting: ``"token"`` or ``"split"`` (see the module docstring).
         cls_weight: CLS weight of the ``"split"`` weighting, in ``[0, 1]``.
@@ -162,6 +168,7 @@ class LocalGlobalLoss(nn.Module):
         cls_weight: float = 0.5,
         local_local: bool = False,
         chunk_size: int | None = None,
+        centre_tokens: str = "matched",
     ) -> None:
         super().__init__()
         if cls_weighting not in CLS_WEIGHTINGS:
@@ -170,6 +177,8 @@ class LocalGlobalLoss(nn.Module):
             )
         if centre_mode not in CENTRE_MODES:
             raise ValueError(f"centre_mode must be one of {CENTRE_MODES}, got {centre_mode!r}")
+        if centre_tokens not in CENTRE_TOKENS:
+            raise ValueError(f"centre_tokens must be one of {CENTRE_TOKENS}, got {centre_tokens!r}")
         if not 0.0 <= cls_weight <= 1.0:
             raise ValueError(f"cls_weight must be in [0, 1], got {cls_weight}")
         if student_temp <= 0:
@@ -190,6 +199,7 @@ class LocalGlobalLoss(nn.Module):
         self.num_patches = num_patches
         self.num_local_patches = num_local_patches
         self.centre_mode = centre_mode
+        self.centre_tokens = centre_tokens
         grids = [num_patches, num_local_patches] if local_local else [num_patches]
         shared_head = patch_out_dim is None
         self.centre = Centre(
@@ -302,7 +312,10 @@ class LocalGlobalLoss(nn.Module):
                 centre.centring(plan.patch.teacher.positions, plan.patch.teacher.kinds, True),
             )
             patch_loss = self._distill(patch, student_tokens, teachers, teacher_temp)
-            centrings.setdefault(centre, []).append(patch.centring)
+            observed = patch.centring
+            if update_centre and self.centre_tokens == "all":
+                observed = _all_patches(centre, teacher_heads[1], teachers, len(teacher_tokens))
+            centrings.setdefault(centre, []).append(observed)
         if update_centre:
             for centre_module, used in centrings.items():
                 centre_module.update_from(used)
@@ -425,6 +438,39 @@ class LocalGlobalLoss(nn.Module):
                 f"B={student_tokens[0].shape[0]}, tokens {num_tokens}, {len(teacher_tokens)} "
                 f"global views, patch loss {self.patch_loss}"
             )
+
+
+def _all_patches(
+    centre: Centre, head: ProjectionHead, teachers: Sequence[Tensor], num_global: int
+) -> Centring:
+    """A centring holding the statistics of every patch token of every teacher view.
+
+    The head runs without gradients on each view's ``B * N_v`` patch tokens, one view at a
+    time; only their ``d``-wide features are kept (see :meth:`Centring.observe_features`).
+
+    Args:
+        centre: the centre of the patch tokens.
+        head: the teacher's patch head.
+        teachers: per teacher view (globals, then locals), ``(B, 1 + N_v, D)`` tokens.
+        num_global: how many of them are global views (view kind 0; the others kind 1).
+    """
+    device = teachers[0].device
+    positions, kinds = [], []
+    for v, tokens in enumerate(teachers):
+        batch, length = tokens.shape[:2]
+        grid = torch.arange(1, length, device=device).repeat(batch)  # (B * N_v,), sample-major
+        positions.append(grid)
+        kinds.append(torch.full_like(grid, 0 if v < num_global else 1))
+    centring = centre.centring(torch.cat(positions), torch.cat(kinds), True)
+    with torch.no_grad():
+        weight = head.last_layer_weight()  # (K, d)
+        start = 0
+        for tokens in teachers:
+            patches = tokens[:, 1:].reshape(-1, tokens.shape[-1])  # (B * N_v, D)
+            end = start + patches.shape[0]
+            centring.observe_features(head.forward_bottleneck(patches), weight, start, end)
+            start = end
+    return centring
 
 
 def _sample_chunks(

@@ -116,6 +116,7 @@ def build_loss(config: Config) -> LocalGlobalLoss:
         student_temp=lo.student_temp,
         centre_mode=lo.centre,
         centre_momentum=lo.centre_momentum,
+        centre_tokens=lo.centre_tokens,
         patch_loss=lo.patch_loss,
         cls_weighting=lo.cls_weighting,
         cls_weight=lo.cls_weight,
