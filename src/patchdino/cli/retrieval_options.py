@@ -1,0 +1,91 @@
+"""Options shared by the ``copydetect`` and ``retrieve`` commands.
+
+Both commands have a mode that needs no network (making queries, converting a ground truth),
+so their model options are optional on the parser and required by :func:`require`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from patchdino.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from patchdino.eval.pipeline import EvalSetup
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Weights, architecture, image size, extraction and the descriptor."""
+    from patchdino.eval.descriptors import DESCRIPTORS, GEM_POWER
+
+    parser.add_argument(
+        "--weights",
+        metavar="CKPT|random|pixels",
+        help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
+        "export, 'random' (the architecture of --config) or 'pixels' (raw-pixel baseline)",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config (architecture for 'random')")
+    parser.add_argument("--checkpoint-key", default="teacher", metavar="teacher|student")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="side of the square images the model sees (default: views.global_size)",
+    )
+    parser.add_argument(
+        "--descriptor",
+        default="both",
+        metavar="|".join(DESCRIPTORS),
+        help="CLS token, GeM-pooled patch tokens, or both concatenated (default)",
+    )
+    parser.add_argument(
+        "--gem-power", type=float, default=GEM_POWER, help="exponent of the GeM pooling"
+    )
+    parser.add_argument("--output", type=Path, help="JSON file of the results")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def require(args: argparse.Namespace, mode: str, *options: str) -> None:
+    """Raise a UsageError naming the first of ``options`` (``"--weights"``) not given."""
+    for option in options:
+        if getattr(args, option.lstrip("-").replace("-", "_")) is None:
+            raise UsageError(f"{mode} needs {option}")
+
+
+def check_descriptor(args: argparse.Namespace) -> None:
+    """Refuse an unknown ``--descriptor`` or a GeM power that is not positive."""
+    from patchdino.eval.descriptors import DESCRIPTORS
+
+    if args.descriptor not in DESCRIPTORS:
+        raise UsageError(f"--descriptor must be one of {', '.join(DESCRIPTORS)}")
+    if args.gem_power <= 0:
+        raise UsageError(f"--gem-power must be > 0, got {args.gem_power}")
+
+
+def descriptor(setup: EvalSetup, args: argparse.Namespace) -> nn.Module | None:
+    """The descriptor network of the options (None for pixels)."""
+    from patchdino.cli.features import usage_errors
+    from patchdino.eval.descriptors import descriptor_model
+
+    if setup.backbone is None:
+        return None
+    with usage_errors():
+        return descriptor_model(setup, args.descriptor, args.gem_power)
+
+
+def record_of(setup: EvalSetup, args: argparse.Namespace) -> dict[str, object]:
+    """What every result file says about the features."""
+    pixels = setup.backbone is None
+    return {
+        "weights": str(args.weights),
+        "checkpoint_key": None if pixels else args.checkpoint_key,
+        "descriptor": "pixels" if pixels else args.descriptor,
+        "gem_power": None if pixels or args.descriptor == "cls" else args.gem_power,
+        "image_size": setup.image_size,
+    }
