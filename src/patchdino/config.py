@@ -77,6 +77,9 @@ class ViewsConfig:
     blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
     """Gaussian blur probability for global-1, global-2 and the local views."""
     solarize_p: tuple[float, float, float] = (0.0, 0.2, 0.0)
+    geometry: str = "per_sample"
+    """per_sample: every image draws its own crop boxes and flips | per_batch: one draw per
+    view shared by the whole batch (reference)."""
 
 
 @dataclass
@@ -195,7 +198,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
     """The allowed values of each text option, as the modules that use them define them.
 
     Imported when called: those modules import torch, which ``import patchdino.config`` does
-    not need.
+    not need. View options (``views.geometry``) are checked with the other view fields, by
+    :func:`patchdino.data.multicrop.view_problems`.
     """
     from patchdino.data.datasets import BAD_IMAGE_POLICIES, DATASET_KINDS
     from patchdino.losses.centre import CENTRE_MODES, CENTRE_TOKENS

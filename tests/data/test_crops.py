@@ -142,6 +142,24 @@ def test_flips() -> None:
         sample_flips(3, 1.5)
 
 
+def test_groups_share_their_draws() -> None:
+    sizes = torch.tensor([[100, 100]] * 4 + [[60, 90]] * 4 + [[100, 100]] * 4)
+    boxes = sample_crop_boxes(sizes, SCALE, RATIO, torch.Generator().manual_seed(3), group=4)
+    groups = boxes.view(3, 4, 4)
+    assert all(torch.equal(groups[k], groups[k, :1].expand(4, 4)) for k in range(3))
+    assert not torch.equal(groups[0, 0], groups[2, 0])  # groups draw anew
+    # A group of one is the per-sample draw.
+    one = sample_crop_boxes(sizes, SCALE, RATIO, torch.Generator().manual_seed(3), group=1)
+    plain = sample_crop_boxes(sizes, SCALE, RATIO, torch.Generator().manual_seed(3))
+    assert torch.equal(one, plain)
+    flips = sample_flips(600, 0.5, torch.Generator().manual_seed(1), group=6).view(100, 6)
+    assert (flips == flips[:, :1]).all() and 0 < flips[:, 0].sum() < 100
+    with pytest.raises(ValueError, match="group"):
+        sample_crop_boxes(sizes, SCALE, RATIO, group=5)
+    with pytest.raises(ValueError, match="group"):
+        sample_flips(6, 0.5, group=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

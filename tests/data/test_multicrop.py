@@ -120,6 +120,35 @@ def test_samples_get_their_own_draws() -> None:
         assert len({tuple(v.flatten()[:16].tolist()) for v in view}) == 8
 
 
+def test_per_batch_geometry_is_shared_across_the_batch() -> None:
+    sizes = torch.tensor([[48, 40]] * 6)
+    images = _coordinate_canvas(sizes, 48, 40, 3)
+    spec = MultiCropSpec(**SMALL, geometry="per_batch", photometric=False)
+    augment = MultiCropAugmentation(spec)
+    flipped = set()
+    for seed in range(6):
+        batch = augment(images, generator=torch.Generator().manual_seed(seed), normalize=False)
+        for geometry in batch.geometry:
+            assert (geometry.boxes == geometry.boxes[:1]).all()
+            assert (geometry.flipped == geometry.flipped[:1]).all()
+            flipped.add(bool(geometry.flipped[0]))
+        assert len({tuple(g.boxes[0].tolist()) for g in batch.geometry}) > 1  # views differ
+        _check_batch(batch, sizes, 3)  # the pixels are still the recorded geometry
+    assert flipped == {False, True}
+    # Images of different sizes share the draw, each box inside its own image.
+    mixed = torch.tensor([[48, 40], [30, 44], [48, 40], [20, 20]])
+    batch = augment(
+        _coordinate_canvas(mixed, 48, 44, 3),
+        mixed,
+        generator=torch.Generator().manual_seed(0),
+        normalize=False,
+    )
+    for geometry in batch.geometry:
+        assert torch.equal(geometry.boxes[0], geometry.boxes[2])
+        assert (geometry.flipped == geometry.flipped[:1]).all()
+    _check_batch(batch, mixed, 3)
+
+
 def test_seed_reproduces_and_photometry_keeps_geometry() -> None:
     images = torch.randint(0, 256, (4, 3, 48, 40), dtype=torch.uint8)
     augment = MultiCropAugmentation(MultiCropSpec(**SMALL))
@@ -194,6 +223,7 @@ def test_images_to_batch_pads_pil_and_tensor_images() -> None:
         ({"mean": (0.5, 0.5)}, "mean and std"),
         ({"std": (0.2, 0.0, 0.2)}, "std must be positive"),
         ({"blur_sigma": (0.0, 2.0)}, "blur_sigma"),
+        ({"geometry": "per_image"}, "geometry: 'per_image' is not one of per_sample, per_batch"),
     ],
 )
 def test_spec_validation(changes: dict[str, object], message: str) -> None:

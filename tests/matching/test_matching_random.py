@@ -9,6 +9,7 @@ import pytest
 import torch
 from matching_reference import ViewSpec, grid_reference, nearest_reference, sample_pairs
 
+from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec
 from patchdino.matching import match_grid, match_nearest
 
 GLOBAL_224 = ViewSpec(224, 16, (0.4, 1.0))
@@ -74,6 +75,35 @@ def test_nearest_equals_loop(
             box_b[3] / b.grid
         )
     assert 0 < a_coarser < count  # both sides get to be the coarser one
+
+
+@pytest.mark.parametrize("geometry", ["per_batch", "per_sample"])
+def test_sampler_geometry_equals_loop(geometry: str) -> None:
+    """Views drawn by the multi-crop sampler, once per batch or per sample, match as the loops."""
+    spec = MultiCropSpec(
+        global_size=64, local_size=32, patch_size=8, num_local=2, geometry=geometry
+    )
+    augment = MultiCropAugmentation(spec)
+    sizes = torch.tensor([[120, 120], [90, 60], [120, 120], [45, 100]] * 4)  # (16, 2)
+    images = torch.zeros(len(sizes), 1, 120, 120, dtype=torch.uint8)
+    checked = 0
+    for seed in range(12):
+        views = augment(images, sizes, generator=torch.Generator().manual_seed(seed)).geometry
+        if geometry == "per_batch":
+            assert all(torch.equal(v.boxes[0], v.boxes[4]) for v in views)
+        for i, v in ((0, 1), (0, 2), (1, 3), (2, 3)):
+            a, b = views[i], views[v]
+            grid, nearest = match_grid(a, b), match_nearest(a, b, 0.5)
+            for k in range(len(sizes)):
+                box_a, box_b = tuple(a.boxes[k].tolist()), tuple(b.boxes[k].tolist())
+                flip_a, flip_b = bool(a.flipped[k]), bool(b.flipped[k])
+                expected = grid_reference(box_a, flip_a, a.grid, box_b, flip_b, b.grid)
+                assert grid.pairs(k) == expected, (seed, i, v, k)
+                assert nearest.pairs(k) == nearest_reference(
+                    box_a, flip_a, a.grid, box_b, flip_b, b.grid, 0.5
+                ), (seed, i, v, k)
+                checked += bool(expected)
+    assert checked > 100
 
 
 def test_grid_clipped_slices_are_exercised() -> None:

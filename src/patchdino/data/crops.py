@@ -1,4 +1,4 @@
-"""Random crop boxes and flips, drawn per sample as tensors.
+"""Random crop boxes and flips, drawn per sample (or per group of samples) as tensors.
 
 ``sample_crop_boxes`` is a vectorised version of the parameters of torchvision's
 ``RandomResizedCrop``: for each sample, up to ``attempts`` candidate boxes are drawn with an area
@@ -6,6 +6,10 @@ fraction uniform in ``scale`` and a log aspect ratio (width / height) uniform in
 the first candidate that fits the sample's image is kept, at a uniformly random position. When
 no candidate fits, the box falls back to a central crop of the whole image, clamped to
 ``ratio``. All attempts are drawn at once, so a batch is sampled without a loop over samples.
+
+With ``group=g`` every run of ``g`` consecutive samples shares one draw of the random numbers
+(area fraction, aspect ratio, position, flip): samples of one image size then get identical
+boxes and flips, and samples of other sizes the same box relative to their image.
 
 Random numbers come from an optional ``torch.Generator``. They are drawn on the generator's
 device and moved to the device of the data, so a CPU generator also drives CUDA tensors.
@@ -69,6 +73,7 @@ def sample_crop_boxes(
     ratio: tuple[float, float],
     generator: torch.Generator | None = None,
     attempts: int = 10,
+    group: int = 1,
 ) -> Tensor:
     """Random resized-crop boxes, one per sample.
 
@@ -79,6 +84,7 @@ def sample_crop_boxes(
         ratio: range of the box aspect ratio, width / height.
         generator: optional source of randomness.
         attempts: candidate boxes drawn per sample before falling back to a central crop.
+        group: consecutive samples that share their random draws; must divide ``B``.
 
     Returns:
         ``(B, 4)`` float32 tensor ``[top, left, height, width]`` with integer values, on the
@@ -93,12 +99,15 @@ def sample_crop_boxes(
         raise ValueError(f"attempts must be at least 1, got {attempts}")
     device = image_sizes.device
     batch = image_sizes.shape[0]
+    draws = _draws(batch, group)
     sizes = image_sizes.to(torch.float32)
     height, width = sizes[:, 0:1], sizes[:, 1:2]  # (B, 1) each
 
-    target_area = height * width * uniform((batch, attempts), generator, device, *scale)
+    area_fraction = uniform((draws, attempts), generator, device, *scale)
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    aspect = torch.exp(uniform((batch, attempts), generator, device, *log_ratio))
+    log_aspect = uniform((draws, attempts), generator, device, *log_ratio)
+    target_area = height * width * area_fraction.repeat_interleave(group, dim=0)  # (B, A)
+    aspect = torch.exp(log_aspect.repeat_interleave(group, dim=0))
     w = torch.round(torch.sqrt(target_area * aspect))  # (B, A)
     h = torch.round(torch.sqrt(target_area / aspect))
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # (B, A)
@@ -115,7 +124,7 @@ def sample_crop_boxes(
     h = torch.where(found, h, fallback_h)
     w = torch.where(found, w, fallback_w)
 
-    offsets = uniform((batch, 2), generator, device)
+    offsets = uniform((draws, 2), generator, device).repeat_interleave(group, dim=0)  # (B, 2)
     random_top = torch.floor(offsets[:, 0:1] * (height - h + 1)).clamp(max=height - h)
     random_left = torch.floor(offsets[:, 1:2] * (width - w + 1)).clamp(max=width - w)
     top = torch.where(found, random_top, torch.floor((height - h) / 2))
@@ -128,6 +137,7 @@ def sample_flips(
     p: float,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    group: int = 1,
 ) -> Tensor:
     """Horizontal-flip flags, one per sample.
 
@@ -136,6 +146,7 @@ def sample_flips(
         p: probability of a flip.
         generator: optional source of randomness.
         device: device of the result (default: the generator's device, else CPU).
+        group: consecutive samples that share one flag; must divide ``B``.
 
     Returns:
         ``(B,)`` bool tensor, True where the view is mirrored.
@@ -144,4 +155,12 @@ def sample_flips(
         raise ValueError(f"flip probability must be in [0, 1], got {p}")
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    return uniform((batch_size,), generator, torch.device(device)) < p
+    draws = _draws(batch_size, group)
+    return (uniform((draws,), generator, torch.device(device)) < p).repeat_interleave(group)
+
+
+def _draws(batch_size: int, group: int) -> int:
+    """Number of independent draws for ``batch_size`` samples in groups of ``group``."""
+    if group < 1 or batch_size % group:
+        raise ValueError(f"group must be a positive divisor of {batch_size}, got {group}")
+    return batch_size // group

@@ -1,6 +1,9 @@
-"""Multi-crop views of a batch with per-sample geometry (docs/method.md section 1).
+"""Multi-crop views of a batch with recorded geometry (docs/method.md section 1).
 
-Each view of each sample gets its own crop box, flip and photometric draw. Pixels are produced
+Each view of each sample gets its own crop box, flip and photometric draw; with
+``geometry="per_batch"`` (the reference) one box and flip per view is drawn for the whole batch
+instead (images of different sizes share it relative to their size), while photometric
+draws stay per sample. Pixels are produced
 for the whole batch at once (crop + resize + flip by ``crop_resize``, then batched photometric
 changes), on the device of the images, so the same code runs on CPU and GPU tensors.
 
@@ -31,6 +34,9 @@ from patchdino.data.geometry import ViewGeometry
 from patchdino.data.photometric import PhotometricAugmentation
 from patchdino.data.photometric import normalize as _normalize
 from patchdino.data.resample import crop_resize, replicate_padding
+
+GEOMETRIES = ("per_sample", "per_batch")
+"""``views.geometry`` values: crop boxes and flips drawn per sample or once per batch."""
 
 _PROBABILITIES = {"flip_p": 1, "color_jitter_p": 1, "grayscale_p": 1, "blur_p": 3, "solarize_p": 3}
 """Probability fields of the views and how many values each holds."""
@@ -72,6 +78,10 @@ def view_problems(
             problems.append(problem)
     if views.num_local < 0:
         problems.append(f"{prefix}num_local must be >= 0, got {views.num_local}")
+    if views.geometry not in GEOMETRIES:
+        problems.append(
+            f"{prefix}geometry: '{views.geometry}' is not one of {', '.join(GEOMETRIES)}"
+        )
     for name, count in _PROBABILITIES.items():
         value = getattr(views, name)
         values = value if isinstance(value, tuple) else (value,)
@@ -288,9 +298,10 @@ class MultiCropAugmentation:
         if count == 0:
             return [], []
         batch, device = pixels.shape[0], pixels.device
+        group = batch if self.spec.geometry == "per_batch" else 1  # samples sharing a draw
         sizes = image_sizes.repeat(count, 1)  # (count * B, 2), view-major
-        boxes = sample_crop_boxes(sizes, scale, self.spec.ratio, generator)
-        flips = sample_flips(count * batch, self.spec.flip_p, generator, device)
+        boxes = sample_crop_boxes(sizes, scale, self.spec.ratio, generator, group=group)
+        flips = sample_flips(count * batch, self.spec.flip_p, generator, device, group=group)
         index = torch.arange(batch, device=device).repeat(count)
         views = crop_resize(pixels, boxes, size, flips, index)  # (count * B, C, S, S)
         geometry = [
