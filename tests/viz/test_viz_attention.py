@@ -56,3 +56,34 @@ def test_shape_errors(tmp_path: Path) -> None:
         plot_attention(torch.rand(2, 3, 8, 8), torch.rand(3, 2, 2, 2), tmp_path / "x.png")
     with pytest.raises(ValueError, match="images must be"):
         plot_attention(torch.rand(2, 8, 8), torch.rand(2, 2, 2, 2), tmp_path / "x.png")
+
+
+def _slow_mass(values: list[float], threshold: float) -> list[float]:
+    """Patches by decreasing attention until their share reaches the threshold."""
+    total = sum(values)
+    kept = [0.0] * len(values)
+    mass = 0.0
+    for index in sorted(range(len(values)), key=lambda i: -values[i]):
+        if mass / total >= threshold:
+            break
+        kept[index] = 1.0
+        mass += values[index]
+    return kept
+
+
+def test_mass_masks_match_a_plain_loop() -> None:
+    from patchdino.viz.attention import mass_masks
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 3, 4, 5, generator=generator) ** 3
+    for threshold in (0.1, 0.6, 0.95, 1.0):
+        masks = mass_masks(maps, threshold)
+        for n in range(2):
+            for h in range(3):
+                expected = _slow_mass(maps[n, h].flatten().tolist(), threshold)
+                assert masks[n, h].flatten().tolist() == expected
+    peaked = torch.zeros(1, 1, 2, 2)
+    peaked[0, 0, 1, 0] = 1.0
+    assert mass_masks(peaked, 0.6).flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="threshold"):
+        mass_masks(maps, 0.0)

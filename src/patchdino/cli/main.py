@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "linear": "Linear probe on frozen features.",
     "segment": "Linear semantic-segmentation probe on frozen patch tokens (mIoU).",
     "propagate": "Video object segmentation by label propagation (DINO's protocol).",
+    "attention": "Per-head CLS attention maps of the last block for your own images.",
     "copydetect": "Copy detection on frozen descriptors; --make-queries writes strong copies.",
     "retrieve": "Image retrieval: revisited Oxford/Paris, or by labels on any labelled data set.",
     "export": "Export a checkpoint's backbone as .safetensors.",

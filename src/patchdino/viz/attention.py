@@ -41,6 +41,34 @@ def attention_maps(backbone: Backbone, images: Tensor) -> Tensor:
     return cls_to_patches.float().reshape(images.shape[0], attn.shape[1], rows, cols)
 
 
+def mass_masks(maps: Tensor, threshold: float) -> Tensor:
+    """DINO's thresholded attention: per map, the fewest patches that hold ``threshold`` of its
+    mass.
+
+    Patches are taken in decreasing order of attention until their share of the map's total
+    reaches ``threshold``; the patch that crosses it is kept.
+
+    Args:
+        maps: ``(N, heads, h, w)`` non-negative attention maps.
+        threshold: share of the mass to keep, in ``(0, 1]``.
+
+    Returns:
+        ``(N, heads, h, w)`` float masks of 0 and 1.
+
+    Raises:
+        ValueError: ``threshold`` outside ``(0, 1]``.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    flat = maps.flatten(2).double()  # (N, heads, h w); float64 for the running shares
+    values, order = flat.sort(dim=-1, descending=True)
+    share = values.cumsum(-1) / values.sum(-1, keepdim=True).clamp_min(1e-12)
+    before = share - values / values.sum(-1, keepdim=True).clamp_min(1e-12)
+    keep_sorted = (before < threshold).double()  # the mass before this patch is not enough
+    keep = torch.zeros_like(flat).scatter_(-1, order, keep_sorted)
+    return keep.float().view_as(maps)
+
+
 def plot_attention(
     images: Tensor,
     attentions: Tensor,
@@ -50,6 +78,7 @@ def plot_attention(
     show_mean: bool = True,
     cmap: str = "inferno",
     cell_inches: float = 1.6,
+    overlay: bool = False,
 ) -> Path:
     """Draw each image next to its per-head CLS attention maps and save a PNG.
 
@@ -66,6 +95,7 @@ def plot_attention(
         show_mean: add a column with the mean over the drawn heads.
         cmap: matplotlib colour map of the maps.
         cell_inches: size of one panel.
+        overlay: draw each map over its image (semi-transparent) instead of alone.
 
     Returns:
         The path written.
@@ -108,7 +138,11 @@ def plot_attention(
         if titles is not None:
             axes[row, 0].set_ylabel(titles[row], fontsize=8)
         for col in range(1, num_cols):
-            axes[row, col].imshow(maps[row, col - 1].numpy(), cmap=cmap, vmin=0, vmax=1)
+            ax = axes[row, col]
+            if overlay:
+                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+            alpha = 0.6 if overlay else 1.0
+            ax.imshow(maps[row, col - 1].numpy(), cmap=cmap, vmin=0, vmax=1, alpha=alpha)
     for col in range(num_cols):
         label = "image" if col == 0 else f"head {col}"
         if show_mean and col == num_cols - 1:
