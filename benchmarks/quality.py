@@ -2,12 +2,24 @@
 a linear probe, and write a JSON summary plus k-NN-versus-step curves.
 
 Every variant uses the same config, steps, batch, model, seed and augmentations; only the
-loss options differ:
+method's options differ:
 
 - ``dino``: patch loss off (plain DINO through the same code path);
-- ``grid``: local-global loss with the paper's grid matching;
+- ``grid``: local-global loss with the paper's grid matching (patchdino's defaults);
 - ``nearest``: local-global loss with nearest-centre matching;
 - ``grid_sampled``: grid matching with at most 8 matched pairs per view pair (cheaper).
+
+The rows of the reference-versus-patchdino table (docs/method.md section 6), each toggled
+alone from ``grid``:
+
+- ``cls_split``: ``loss.cls_weighting=split`` (fixed CLS and patch shares);
+- ``centre_shared``: ``loss.centre=shared`` (one centre for CLS, one for all patches);
+- ``separate_head``: ``model.patch_head=separate`` (a head of their own for the patches);
+- ``local_local``: ``loss.local_local=true`` (local views paired with each other too);
+- ``centre_all``: ``loss.centre_tokens=all`` (centre statistics from every teacher token);
+- ``per_batch``: ``views.geometry=per_batch`` (one crop geometry per batch);
+- ``paper``: every behaviour row as the packaged ``paper`` preset sets it, at once (the
+  head width stays the config's: it is a size, not a behaviour).
 
 With ``data.holdout=N`` among the overrides, N training images are held out of pretraining and
 serve as the queries of every evaluation instead of the test set (for choosing recipes).
@@ -16,6 +28,15 @@ Example (the numbers in docs/results.md):
 
     python benchmarks/quality.py --config fashion_mnist_tiny --steps 600 --seeds 0 \
         --eval-every 150 --output runs/quality
+
+The ablation of the table's rows, one process per seed (S = 0, 1, 2), then merged:
+
+    OMP_NUM_THREADS=1 python benchmarks/quality.py --config fashion_mnist_tiny --steps 2812 \
+        --eval-every 703 --seeds S --variants ablation --output runs/ablation_sS
+    python benchmarks/quality.py --merge runs/ablation_s0 runs/ablation_s1 runs/ablation_s2 \
+        --output runs/ablation
+
+``--variants ablation`` runs the variants of :data:`ABLATION`.
 """
 
 from __future__ import annotations
@@ -39,12 +60,56 @@ from patchdino.eval.eval_data import Normalise, eval_loader, open_split
 from patchdino.train.build import data_kind, data_path, normalisation
 from patchdino.train.trainer import Trainer
 
+PAPER_ROWS = (
+    "views.geometry",
+    "model.patch_head",
+    "loss.patch_loss",
+    "loss.matching",
+    "loss.cls_weighting",
+    "loss.centre",
+    "loss.centre_tokens",
+    "loss.patch_pairs_per_view",
+    "loss.local_local",
+)
+"""The behaviour rows the ``paper`` variant takes from the packaged ``paper`` preset."""
+
+
+def paper_overrides() -> list[str]:
+    """``key=value`` overrides giving :data:`PAPER_ROWS` the ``paper`` preset's values."""
+    paper = load_config("paper").to_dict()
+    values = {key: paper[key.split(".")[0]][key.split(".")[1]] for key in PAPER_ROWS}
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
 VARIANTS: dict[str, list[str]] = {
     "dino": ["loss.patch_loss=false"],
     "grid": ["loss.patch_loss=true", "loss.matching=grid"],
     "nearest": ["loss.patch_loss=true", "loss.matching=nearest"],
     "grid_sampled": ["loss.patch_loss=true", "loss.matching=grid", "loss.patch_pairs_per_view=8"],
+    "cls_split": ["loss.cls_weighting=split"],
+    "centre_shared": ["loss.centre=shared"],
+    "separate_head": ["model.patch_head=separate"],
+    "local_local": ["loss.local_local=true"],
+    "centre_all": ["loss.centre_tokens=all"],
+    "per_batch": ["views.geometry=per_batch"],
+    "paper": paper_overrides(),
 }
+
+ABLATION = (
+    "grid",
+    "dino",
+    "nearest",
+    "cls_split",
+    "centre_shared",
+    "separate_head",
+    "grid_sampled",
+    "local_local",
+    "centre_all",
+    "per_batch",
+    "paper",
+)
+"""The default (``grid``) and each row of the reference-versus-patchdino table alone, then all
+of them as the reference sets them (``paper``); ``--variants ablation`` runs these."""
 
 
 class Evaluator:
@@ -232,7 +297,8 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    colours = dict(zip(VARIANTS, ("tab:gray", "tab:blue", "tab:orange", "tab:green")))
+    palette = plt.get_cmap("tab20")
+    colours = {name: palette(i % palette.N) for i, name in enumerate(VARIANTS)}
     for run in runs:
         steps, values = zip(*run["curve"])
         ax.plot(
@@ -279,7 +345,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="dino,grid,nearest",
-        help=f"comma-separated subset of {', '.join(VARIANTS)}",
+        help=f"comma-separated subset of {', '.join(VARIANTS)}, or ablation (all of the "
+        "reference-versus-patchdino rows)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=600)
@@ -307,7 +374,7 @@ def main() -> None:
     if args.merge:
         merge(args.merge, args.output)
         return
-    variants = args.variants.split(",")
+    variants = list(ABLATION) if args.variants == "ablation" else args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
