@@ -88,3 +88,25 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         read_mask(rgb)
     with pytest.raises(SegmentationDataError, match="split must be"):
         open_segmentation(root, "test", None)
+
+
+def test_check_finds_bad_masks_before_any_work(tmp_path: Path) -> None:
+    root = write_voc(tmp_path / "voc", {"train": [(16, 16), (16, 20)], "val": [(16, 16)]})
+    open_segmentation(root, "train", None, check=True)
+    masks = root / "SegmentationClass"
+    wrong_size = Image.fromarray(np.zeros((10, 10), np.uint8), mode="P")
+    wrong_size.save(masks / "2007_000001.png")
+    with pytest.raises(SegmentationDataError, match=r"mask of \(10, 10\) pixels"):
+        open_segmentation(root, "train", None, check=True)
+    too_high = np.zeros((16, 20), np.uint8)
+    too_high[3, 4] = 37
+    Image.fromarray(too_high, mode="L").save(masks / "2007_000001.png")
+    with pytest.raises(SegmentationDataError, match="value 37 is not one of the 21 classes"):
+        open_segmentation(root, "train", None, check=True)
+    ade = write_ade(tmp_path / "ade", {"train": [(16, 16)], "val": [(16, 16)]})
+    stored = np.full((16, 16), 151, np.uint8)
+    Image.fromarray(stored, mode="L").save(
+        ade / "annotations" / "training" / "ADE_training_00000000.png"
+    )
+    with pytest.raises(SegmentationDataError, match="value 151 is not one of the 150"):
+        open_segmentation(ade, "train", None, check=True)

@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     try:
-        train_set = open_segmentation(args.data, "train", setup.channels)
-        test_set = open_segmentation(args.data, "val", setup.channels)
+        train_set = open_segmentation(args.data, "train", setup.channels, check=True)
+        test_set = open_segmentation(args.data, "val", setup.channels, check=True)
         result = train_segmentation_probe(
             backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, device
         )

@@ -96,7 +96,8 @@ class FileSegmentation(SegmentationDataset):
     Args:
         pairs: ``(image file, mask file)`` per sample.
         classes: class names.
-        label_map: ``(256,)`` table from stored mask values to class indices or IGNORE.
+        label_map: ``(256,)`` table from stored mask values to class indices, IGNORE, or
+            -1 for values that no mask may hold.
         channels: 3 (RGB) or 1 (luminance).
     """
 
@@ -122,13 +123,39 @@ class FileSegmentation(SegmentationDataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image_path, mask_path = self.pairs[index]
         image = decode_image(image_path, self.channels, None)  # (C, H, W)
-        mask = self.label_map[read_mask(mask_path)]  # (H, W)
-        if tuple(mask.shape) != tuple(image.shape[-2:]):
-            raise SegmentationDataError(
-                f"{mask_path}: mask of {tuple(mask.shape)} pixels for an image of "
-                f"{tuple(image.shape[-2:])}"
-            )
+        mask = self._labels(mask_path, (int(image.shape[-2]), int(image.shape[-1])))
         return image, mask
+
+    def check(self) -> None:
+        """Read every mask and every image header; raise on the first bad pair.
+
+        Raises:
+            SegmentationDataError: a mask whose size differs from its image's, or that holds
+                a value outside the classes (and the ignore value).
+        """
+        for image_path, mask_path in self.pairs:
+            try:
+                with Image.open(image_path) as image:
+                    width, height = image.size
+            except (OSError, ValueError) as err:
+                raise SegmentationDataError(f"{image_path}: unreadable image") from err
+            self._labels(mask_path, (height, width))
+
+    def _labels(self, mask_path: Path, size: tuple[int, int]) -> Tensor:
+        """The ``(H, W)`` class mask of ``mask_path``, checked against the image ``size``."""
+        stored = read_mask(mask_path)  # (H, W)
+        if tuple(stored.shape) != size:
+            raise SegmentationDataError(
+                f"{mask_path}: mask of {tuple(stored.shape)} pixels for an image of {size}"
+            )
+        mask = self.label_map[stored]
+        if bool((mask < 0).any()):
+            value = int(stored[mask < 0][0])
+            raise SegmentationDataError(
+                f"{mask_path}: value {value} is not one of the {len(self.classes)} classes "
+                f"(0-{len(self.classes) - 1}) or the ignore value"
+            )
+        return mask
 
 
 def read_mask(path: Path) -> Tensor:
@@ -222,13 +249,17 @@ def segmentation_layout(root: str | Path) -> str:
     )
 
 
-def open_segmentation(root: str | Path, split: str, channels: int | None) -> SegmentationDataset:
+def open_segmentation(
+    root: str | Path, split: str, channels: int | None, check: bool = False
+) -> SegmentationDataset:
     """The ``"train"`` or ``"val"`` split of the segmentation data set at ``root``.
 
     Args:
         root: data folder (see :func:`segmentation_layout`).
         split: ``"train"`` or ``"val"`` (Fashion-MNIST: its test images).
         channels: image channels the model takes; None for the data's own.
+        check: read every mask now (:meth:`FileSegmentation.check`), so that a bad one stops
+            the evaluation before any work.
 
     Raises:
         SegmentationDataError: an unknown layout, a missing split list or file, an empty split.
@@ -240,15 +271,20 @@ def open_segmentation(root: str | Path, split: str, channels: int | None) -> Seg
     if layout == "fashion_mnist":
         dataset: SegmentationDataset = FashionSegmentation(path, split, channels or 1)
     elif layout == "voc":
-        dataset = FileSegmentation(
-            _voc_pairs(path, split), VOC_CLASSES, np.arange(256), channels or 3
-        )
+        label_map = np.full(256, -1)
+        label_map[: len(VOC_CLASSES)] = np.arange(len(VOC_CLASSES))
+        label_map[IGNORE] = IGNORE
+        dataset = FileSegmentation(_voc_pairs(path, split), VOC_CLASSES, label_map, channels or 3)
     else:
-        label_map = np.concatenate([[IGNORE], np.arange(255)])  # 0 -> ignore, k -> k - 1
+        label_map = np.full(256, -1)  # 0 -> ignore, k -> k - 1 for the 150 classes
+        label_map[0] = IGNORE
+        label_map[1 : ADE20K_NUM_CLASSES + 1] = np.arange(ADE20K_NUM_CLASSES)
         classes = [f"class_{i}" for i in range(1, ADE20K_NUM_CLASSES + 1)]
         dataset = FileSegmentation(_ade_pairs(path, split), classes, label_map, channels or 3)
     if len(dataset) == 0:
         raise SegmentationDataError(f"the {split} split of {path} holds no images")
+    if check and isinstance(dataset, FileSegmentation):
+        dataset.check()
     return dataset
 
 
