@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from patchdino.data.datasets import CanvasDataset
 from patchdino.error_text import first_line
@@ -203,37 +202,18 @@ def encode(
     Raises:
         EvalSetupError: no images, or images of different sizes without an image size.
     """
-    from patchdino.eval.eval_data import EvalCollate, Normalise
-    from patchdino.eval.features import extract_features
-    from patchdino.eval.knn import pixel_features, pixel_statistics
+    from patchdino.eval.pipeline import split_features
 
     extraction = Extraction() if extraction is None else extraction
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise EvalSetupError(f"{desc}: no images")
-    loader = DataLoader(
-        dataset,
-        batch_size=extraction.batch_size,
-        shuffle=False,
-        num_workers=extraction.num_workers,
-        collate_fn=EvalCollate(setup.image_size, "resize"),
-        pin_memory=setup.device.type == "cuda",
+    features, _, stats = split_features(
+        setup,
+        dataset,  # type: ignore[arg-type]
+        model,
+        extraction,
+        desc=desc,
+        pixel_stats=pixel_stats,
+        mode="resize",
     )
-    try:
-        if model is None:
-            batches = list(loader)
-            images = torch.cat([b[0] for b in batches])  # (N, C, S, S) uint8
-            stats = pixel_stats if pixel_stats is not None else pixel_statistics(images)
-            return F.normalize(pixel_features(images, *stats), dim=1), stats
-        features, _ = extract_features(
-            model.to(setup.device),
-            loader,
-            setup.device,
-            transform=Normalise(setup.mean, setup.std).to(setup.device),
-            progress=extraction.progress,
-            desc=desc,
-        )
-    except EvalSetupError:
-        raise
-    except ValueError as err:
-        raise EvalSetupError(f"{desc}: {first_line(err)}") from err
-    return F.normalize(features, dim=1), None
+    return F.normalize(features, dim=1), stats

@@ -232,6 +232,7 @@ def eval_loader(
     num_workers: int = 0,
     indices: Tensor | None = None,
     pin_memory: bool = False,
+    mode: str | None = None,
 ) -> DataLoader[CanvasItem]:
     """Batches ``(images (B, C, S, S) uint8, labels (B,) long)`` in data set order.
 
@@ -243,6 +244,7 @@ def eval_loader(
         num_workers: loader worker processes.
         indices: optional subset of the split, in this order.
         pin_memory: pin batches for faster copies to a GPU.
+        mode: ``"resize"`` or ``"center_crop"`` instead of the kind's own (:func:`eval_mode`).
     """
     if batch_size < 1:
         raise EvalDataError(f"the batch size must be at least 1, got {batch_size}")
@@ -254,7 +256,7 @@ def eval_loader(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=EvalCollate(out_size, eval_mode(kind)),
+        collate_fn=EvalCollate(out_size, eval_mode(kind) if mode is None else mode),
         pin_memory=pin_memory,
         persistent_workers=False,
     )

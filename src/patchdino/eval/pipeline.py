@@ -263,11 +263,13 @@ def split_features(
     limit: int | None = None,
     desc: str = "features",
     pixel_stats: tuple[Tensor, Tensor] | None = None,
+    mode: str | None = None,
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
     """Features and labels of (a seeded subset of ``limit`` images of) ``dataset``.
 
     With ``model`` None the features are raw pixels (:func:`patchdino.eval.pixel_features`),
     standardised with ``pixel_stats`` or, when None, with this split's own statistics.
+    ``mode`` (``"resize"`` or ``"center_crop"``) overrides the kind's evaluation transform.
 
     Returns:
         ``(N, D)`` float32 features, ``(N,)`` labels (CPU), and the pixel statistics used
@@ -286,6 +288,7 @@ def split_features(
             extraction.num_workers,
             indices=subset_indices(len(dataset), limit),
             pin_memory=setup.device.type == "cuda",
+            mode=mode,
         )
         if model is None:
             batches = list(loader)
