@@ -13,21 +13,18 @@ import argparse
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import check_positive, resolve_device, usage_errors
+from patchdino.cli.features import (
+    add_network_arguments,
+    check_positive,
+    resolve_device,
+    usage_errors,
+)
 from patchdino.cli.outputs import check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
-    parser.add_argument(
-        "--weights",
-        required=True,
-        metavar="CKPT|random",
-        help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        "export, or 'random' (the architecture of --config)",
-    )
-    parser.add_argument("--config", type=Path, help="YAML config (architecture for 'random')")
-    parser.add_argument("--checkpoint-key", default="teacher", metavar="teacher|student")
+    add_network_arguments(parser, pixels=False)
     parser.add_argument("--output", type=Path, required=True, help="folder of the figures")
     parser.add_argument(
         "--image-size",
@@ -39,7 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="also draw the patches holding this share of each head's attention (e.g. 0.6)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:

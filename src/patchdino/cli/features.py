@@ -23,16 +23,25 @@ if TYPE_CHECKING:
 OUTPUT_SUFFIXES = (".pt", ".npz")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the evaluation commands."""
-    parser.add_argument("--data", required=True, help="data set folder (any supported kind)")
+def add_network_arguments(
+    parser: argparse.ArgumentParser, pixels: bool = True, required: bool = True
+) -> None:
+    """``--weights``, ``--config``, ``--checkpoint-key`` and ``--device``.
+
+    Args:
+        parser: the command's parser.
+        pixels: whether ``--weights pixels`` (the raw-pixel baseline) makes sense.
+        required: whether ``--weights`` is required by the parser (commands with a mode that
+            needs no network check it themselves).
+    """
+    choices = "CKPT|random|pixels" if pixels else "CKPT|random"
+    baseline = ", or 'pixels' (raw-pixel baseline)" if pixels else ""
     parser.add_argument(
         "--weights",
-        required=True,
-        metavar="CKPT|random|pixels",
+        required=required,
+        metavar=choices,
         help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        "export, 'random' (the architecture of --config with random weights), or 'pixels' "
-        "(raw-pixel baseline)",
+        f"export, 'random' (the architecture of --config with random weights){baseline}",
     )
     parser.add_argument(
         "--config",
@@ -46,6 +55,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="teacher|student",
         help="network of the checkpoint to evaluate (default: teacher)",
     )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the evaluation commands of labelled data sets."""
+    parser.add_argument("--data", required=True, help="data set folder (any supported kind)")
+    add_network_arguments(parser)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -54,7 +70,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import resolve_device
+from patchdino.cli.features import add_network_arguments, resolve_device
 from patchdino.cli.outputs import check_output_folder
 
 if TYPE_CHECKING:
@@ -29,16 +29,7 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="DAVIS-2017 folder")
-    parser.add_argument(
-        "--weights",
-        metavar="CKPT|random",
-        help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        "export, or 'random' (the architecture of --config with random weights)",
-    )
-    parser.add_argument("--config", type=Path, help="YAML config: the architecture for 'random'")
-    parser.add_argument(
-        "--checkpoint-key", default="teacher", metavar="teacher|student", help="network to use"
-    )
+    add_network_arguments(parser, pixels=False, required=False)
     parser.add_argument("--output", type=Path, help="folder of the masks and results.json")
     parser.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
     parser.add_argument("--split", default="val", help="sequence list ImageSets/2017/SPLIT.txt")
@@ -61,7 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for 480p DAVIS); sides are rounded to multiples of the patch size",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="frames encoded at once")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     videos = parser.add_argument_group("Moving Fashion-MNIST sequences")
     videos.add_argument(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
+from patchdino.cli.features import add_network_arguments
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,14 +23,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Weights, architecture, image size, extraction and the descriptor."""
     from patchdino.eval.descriptors import DESCRIPTORS, GEM_POWER
 
-    parser.add_argument(
-        "--weights",
-        metavar="CKPT|random|pixels",
-        help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        "export, 'random' (the architecture of --config) or 'pixels' (raw-pixel baseline)",
-    )
-    parser.add_argument("--config", type=Path, help="YAML config (architecture for 'random')")
-    parser.add_argument("--checkpoint-key", default="teacher", metavar="teacher|student")
+    add_network_arguments(parser, required=False)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -47,7 +41,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="JSON file of the results")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import check_positive, resolve_device, usage_errors
+from patchdino.cli.features import (
+    add_network_arguments,
+    check_positive,
+    resolve_device,
+    usage_errors,
+)
 from patchdino.cli.outputs import check_output
 
 FASHION_TRAIN_IMAGES = 10_000
@@ -26,15 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, help="Pascal VOC or ADE20K root, or a Fashion-MNIST IDX folder"
     )
-    parser.add_argument(
-        "--weights",
-        required=True,
-        metavar="CKPT|random",
-        help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        "export, or 'random' (the architecture of --config)",
-    )
-    parser.add_argument("--config", type=Path, help="YAML config (architecture for 'random')")
-    parser.add_argument("--checkpoint-key", default="teacher", metavar="teacher|student")
+    add_network_arguments(parser, pixels=False)
     parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
     parser.add_argument("--layers", type=int, default=1, help="last blocks concatenated")
     parser.add_argument("--epochs", type=int, default=10, help="probe training epochs")
@@ -61,7 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-test", type=int, help="evaluate a seeded subset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
