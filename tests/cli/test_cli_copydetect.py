@@ -12,12 +12,7 @@ from PIL import Image
 import patchdino.eval.descriptors as descriptors
 from idx_files import garment_images, write_idx_split
 from patchdino.cli.main import main
-
-TINY = """\
-model: {arch: vit_pico, patch_size: 4, out_dim: 16, patch_out_dim: 16, hidden_dim: 16,
-        bottleneck_dim: 8}
-views: {global_size: 16, local_size: 8, num_local: 2}
-"""
+from tiny_config import write_tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +23,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for split, n, seed in (("train", 12, 0), ("test", 20, 1)):
         labels = np.arange(n) % 10
         write_idx_split(data, split, garment_images(labels, 28, seed), labels)
-    config = root / "tiny.yaml"
-    config.write_text(TINY)
+    config = write_tiny_config(root)
     args = ["copydetect", "--make-queries", "--source", data, "--out", root / "copies"]
     assert main([str(a) for a in [*args, "--count", "10", "--seed", "1", "--no-progress"]]) == 0
     distractors = root / "distractors"

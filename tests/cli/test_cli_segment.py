@@ -11,19 +11,12 @@ import pytest
 from idx_files import garment_images, write_idx_split
 from patchdino.cli.main import main
 from segmentation_files import write_voc
-
-TINY = """\
-model: {arch: vit_pico, patch_size: 4, out_dim: 16, patch_out_dim: 16, hidden_dim: 16,
-        bottleneck_dim: 8}
-views: {global_size: 16, local_size: 8, num_local: 2}
-"""
+from tiny_config import write_tiny_config
 
 
 @pytest.fixture()
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
+    return write_tiny_config(tmp_path)
 
 
 def _segment(data: Path, config: Path, output: Path, *extra: str) -> int:

@@ -20,13 +20,9 @@ from patchdino.eval.pipeline import (
     prepare,
     split_features,
 )
+from tiny_config import write_tiny_config
 
 CPU = torch.device("cpu")
-TINY = """\
-model: {arch: vit_pico, patch_size: 4, out_dim: 16, patch_out_dim: 16, hidden_dim: 16,
-        bottleneck_dim: 8}
-views: {global_size: 16, local_size: 8, num_local: 2}
-"""
 
 
 @pytest.fixture()
@@ -40,9 +36,7 @@ def data(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
+    return write_tiny_config(tmp_path)
 
 
 def test_random_weights_give_pooled_features(data: Path, config: Path) -> None:
