@@ -10,12 +10,12 @@ folder, and ranks the database by cosine similarity; the result is mAP and top-1
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
 from patchdino.cli.features import check_positive
+from patchdino.cli.outputs import write_json
 from patchdino.cli.retrieval_options import add_model_options, check_descriptor, require
 
 
@@ -166,6 +166,6 @@ def run(args: argparse.Namespace) -> int:
         "num_database": result.num_database,
         "seconds": round(seconds, 3),
     }
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.output, record)
     print(f"results: {args.output}")
     return 0

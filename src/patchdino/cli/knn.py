@@ -7,7 +7,6 @@ votes weighted by ``exp(s / T)``, top-1 and top-5 accuracy for each ``k``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from patchdino.cli.features import extraction, prepare, usage_errors
-    from patchdino.cli.outputs import check_output
+    from patchdino.cli.outputs import check_output, write_json
     from patchdino.eval.knn import knn_classify
     from patchdino.eval.pipeline import feature_model, labelled_features
 
@@ -102,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(seconds, 3),
     }
     output: Path = args.output
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(output, record)
     print(f"results: {output}")
     return 0

@@ -8,7 +8,6 @@ scored on the test (or val) split.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from patchdino.cli.features import extraction, prepare, usage_errors
-    from patchdino.cli.outputs import check_output
+    from patchdino.cli.outputs import check_output, write_json
     from patchdino.eval.linear import NORMALIZATIONS, MultiBlockFeatures, train_linear_probe
     from patchdino.eval.pipeline import labelled_features
 
@@ -128,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history,
     }
     output: Path = args.output
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(output, record)
     print(f"results: {output}")
     return 0

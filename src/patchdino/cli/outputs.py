@@ -70,3 +70,11 @@ def _check_writable_folder(folder: Path, given: Path, option: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise UsageError(f"{option} {given}: cannot write in {existing} ({reason})") from err
+
+
+def write_json(path: Path, record: dict[str, object]) -> None:
+    """Write ``record`` as indented JSON to ``path``, creating its folder."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")

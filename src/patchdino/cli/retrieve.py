@@ -15,12 +15,12 @@ from the official pickle, read without running any code from it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from patchdino.cli.errors import UsageError
 from patchdino.cli.features import check_positive
+from patchdino.cli.outputs import write_json
 from patchdino.cli.retrieval_options import (
     add_model_options,
     check_descriptor,
@@ -196,6 +196,6 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.output, record)
     print(f"results: {args.output}")
     return 0

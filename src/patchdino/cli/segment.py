@@ -8,7 +8,6 @@ accuracy and per-class IoU of the validation split (Fashion-MNIST: the 10,000 te
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from patchdino.cli.features import (
     resolve_device,
     usage_errors,
 )
-from patchdino.cli.outputs import check_output
+from patchdino.cli.outputs import check_output, write_json
 
 FASHION_TRAIN_IMAGES = 10_000
 """Default probe training subset of the Fashion-MNIST task (seeded, fixed)."""
@@ -171,7 +170,6 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history,
         "seconds": round(seconds, 3),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.output, record)
     print(f"results: {args.output}")
     return 0

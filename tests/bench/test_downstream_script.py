@@ -1,4 +1,4 @@
-"""benchmarks/dense.py: weights parsing, the table over seeds, and one tiny end-to-end run."""
+"""benchmarks/downstream.py: weights parsing, the table over seeds, one tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -24,29 +24,29 @@ views: {global_size: 28, local_size: 12, num_local: 2}
 
 
 @pytest.fixture(scope="module")
-def dense() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dense", BENCHMARKS / "dense.py")
+def downstream() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("downstream", BENCHMARKS / "downstream.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_weights_and_table(dense: ModuleType) -> None:
-    assert dense.parse_weights(["a=x,y", "random=random"]) == {
+def test_weights_and_table(downstream: ModuleType) -> None:
+    assert downstream.parse_weights(["a=x,y", "random=random"]) == {
         "a": ["x", "y"],
         "random": ["random"],
     }
     with pytest.raises(SystemExit, match="LABEL=WEIGHTS"):
-        dense.parse_weights(["nolabel"])
+        downstream.parse_weights(["nolabel"])
     row = {"segment": {"miou": 40.0, "pixel_accuracy": 70.0}, "propagate": {"JF_mean": 50.0}}
     other = {"segment": {"miou": 44.0, "pixel_accuracy": 72.0}, "propagate": {"JF_mean": 54.0}}
-    text = dense.table({"grid": [row, other], "random": [row]})
+    text = downstream.table({"grid": [row, other], "random": [row]}, ("segment", "propagate"))
     assert "| grid | 2 | 42.00 ± 2.83 | 71.00 ± 1.41 | 52.00 ± 2.83 | - | - |" in text
     assert "| random | 1 | 40.00 | 70.00 | 50.00 | - | - |" in text
 
 
-def test_tiny_run(dense: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_run(downstream: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fashion = tmp_path / "fashion"
     for split, n, seed in (("train", 20, 0), ("test", 8, 1)):
         labels = np.arange(n) % 10
@@ -56,11 +56,15 @@ def test_tiny_run(dense: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyP
     write_moving_fashion(source, videos, VideoSettings(num_videos=1, num_frames=3, seed=0))
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
-    argv = ["dense.py", "--weights", "random=random", "--videos", str(videos), "--config"]
+    argv = ["downstream.py", "--weights", "random=random", "pixels=pixels", "--videos", str(videos)]
+    argv += ["--tasks", "segment,propagate,retrieve", "--config"]
     argv += [str(config), "--fashion-mnist", str(fashion), "--seg-epochs", "1"]
     monkeypatch.setattr(sys, "argv", [*argv, "--output", str(tmp_path / "out")])
-    dense.main()
-    summary = json.loads((tmp_path / "out" / "dense.json").read_text())
+    downstream.main()
+    summary = json.loads((tmp_path / "out" / "downstream.json").read_text())
     record = summary["rows"]["random"][0]
     assert 0 <= record["segment"]["miou"] <= 100 and "JF_mean" in record["propagate"]
+    assert 0 <= record["retrieve"]["recall_1"] <= 100
+    pixels = summary["rows"]["pixels"][0]
+    assert "segment" not in pixels and "map_at_r" in pixels["retrieve"]
     assert (tmp_path / "out" / "table.md").read_text().startswith("| weights |")
