@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from patchdino.cli.main import main
-from patchdino.config import Config, ConfigError, load_config, parse_override, validate
+from patchdino.config import (
+    PACKAGED_CONFIGS,
+    Config,
+    ConfigError,
+    load_config,
+    packaged_config_names,
+    parse_override,
+    resolve_config_path,
+    validate,
+)
 
 
 def problems_of(path: Path | None = None, *overrides: str) -> list[str]:
@@ -200,3 +209,42 @@ def test_pretrain_reports_all_problems_with_exit_2_and_no_traceback(
     for fragment in ("views.global_size 30", "loss.local_local", "optim.lr", "optim.nope"):
         assert fragment in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_tiny", "fashion_mnist_tiny.yaml"])
+def test_packaged_config_by_name_with_or_without_suffix(name: str) -> None:
+    assert resolve_config_path(name) == PACKAGED_CONFIGS / "fashion_mnist_tiny.yaml"
+    assert load_config(name).model.arch == "vit_nano"
+
+
+def test_a_local_file_comes_before_a_packaged_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("paper.yaml").write_text("optim: {lr: 0.25}\n")
+    assert load_config("paper.yaml").optim.lr == 0.25
+
+
+def test_unknown_config_name_lists_the_packaged_ones() -> None:
+    (problem,) = problems_of(Path("fashion_mnist_small"))
+    assert "cannot read config file fashion_mnist_small" in problem
+    names = packaged_config_names()
+    assert "fashion_mnist_tiny" in names and "paper" in names
+    assert ", ".join(names) in problem
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("optim:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "duplicate key 'lr' on line 4"),
+        (
+            "optim: {lr: 0.1}\nrun: {seed: 1}\noptim: {epochs: 2}\n",
+            "duplicate key 'optim' on line 3",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_an_error(tmp_path: Path, content: str, fragment: str) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(content)
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: {fragment}")

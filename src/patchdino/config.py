@@ -347,20 +347,55 @@ PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
 """Config files shipped with the package (``configs/`` in a checkout points here)."""
 
 
+def packaged_config_names() -> list[str]:
+    """Sorted names of the packaged configs, usable as ``--config NAME``."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
 def resolve_config_path(name: str | Path) -> Path:
-    """A config file path, or the name of a packaged config (``fashion_mnist_tiny``)."""
+    """A config file path, or the name of a packaged config (``fashion_mnist_tiny``).
+
+    A name without a folder may carry the ``.yaml`` suffix (``fashion_mnist_tiny.yaml``); an
+    existing file of that name in the working directory comes first.
+    """
     path = Path(name)
-    if path.exists() or path.suffix:
+    if path.exists() or path.parent != Path("."):
         return path
-    packaged = PACKAGED_CONFIGS / f"{name}.yaml"
+    packaged = PACKAGED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
     return packaged if packaged.exists() else path
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key '{key}' on line {line} (first given on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _duplicate_key(err: yaml.YAMLError) -> str | None:
+    """The message of a duplicate-key error raised by :class:`_UniqueKeyLoader`, else None."""
+    problem = getattr(err, "problem", None)
+    return problem if isinstance(problem, str) and problem.startswith("duplicate key") else None
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path``, then ``overrides``; validated.
 
-    ``path`` may also name a packaged config without its folder and suffix
-    (``fashion_mnist_tiny``).
+    ``path`` may also name a packaged config without its folder, with or without its suffix
+    (``fashion_mnist_tiny``, ``fashion_mnist_tiny.yaml``). A key given twice in the file is
+    an error.
 
     Raises:
         ConfigError: listing every unknown key, wrong type and impossible value.
@@ -369,11 +404,21 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     problems: list[str] = []
     if path is not None:
         path = resolve_config_path(path)
+        if not path.exists():
+            raise ConfigError(
+                [
+                    f"cannot read config file {path}: it does not exist; give a YAML file or "
+                    f"a packaged config: {', '.join(packaged_config_names())}"
+                ]
+            )
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
         except OSError as err:
             raise ConfigError([f"cannot read config file {path}: {err.strerror}"]) from err
         except yaml.YAMLError as err:
+            duplicate = _duplicate_key(err)
+            if duplicate is not None:
+                raise ConfigError([f"{path}: {duplicate}"]) from err
             raise ConfigError([f"{path}: not valid YAML ({err})"]) from err
         if not isinstance(tree, Mapping):
             raise ConfigError([f"{path}: expected a mapping of sections"])
