@@ -108,3 +108,17 @@ def test_bad_image_with_fail_policy_stops_naming_the_file(
     err = error_of(capsys)
     assert len(err.strip().splitlines()) == 1
     assert "cannot read image" in err and any(str(path) in err for path in bad)
+
+
+def test_packaged_config_of_another_kind_says_to_pass_auto(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_image_folder(tmp_path / "photos")
+    out = tmp_path / "run"
+    argv = ["pretrain", "--config", "fashion_mnist_tiny", "--data", str(data), "--output", str(out)]
+    assert run_cli(argv) == 2
+    err = error_of(capsys)
+    assert "data.kind is fashion_mnist" in err and "holds a data set of kind imagefolder" in err
+    assert "pass data.kind=auto" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()

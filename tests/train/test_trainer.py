@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,10 @@ def test_two_step_run_writes_every_artefact(
         result = Trainer(config, out, progress=False).run()
     assert (result.step, result.total_steps, result.stopped_by) == (2, 2, None)
 
-    assert load_config(out / "config.yaml") == config
+    # config.yaml records the kind detected from the folder, not "auto"
+    assert config.data.kind == "auto"
+    detected = replace(config, data=replace(config.data, kind="fashion_mnist"))
+    assert load_config(out / "config.yaml") == detected
 
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]

@@ -40,21 +40,48 @@ def data_kind(config: Config) -> str:
     return detect_kind(path) if config.data.kind == "auto" else config.data.kind
 
 
+def kind_hint(config: Config) -> str | None:
+    """How to fix a ``data.kind`` that does not fit the folder, or None when it fits.
+
+    A packaged config names its data set's kind; given another folder with ``--data``, the
+    folder holds another kind, which ``data.kind=auto`` detects.
+    """
+    if config.data.kind == "auto":
+        return None
+    try:
+        found = detect_kind(data_path(config))
+    except ValueError:
+        return None
+    if found == config.data.kind:
+        return None
+    return (
+        f"data.kind is {config.data.kind}, but {data_path(config)} holds a data set of kind "
+        f"{found}: pass data.kind=auto to detect the kind of the folder"
+    )
+
+
 def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
     """The configured data set split, decoded onto its canvas.
 
     With ``data.holdout`` the training split loses its held-out validation images
-    (:func:`~patchdino.data.datasets.holdout.holdout_part`).
+    (:func:`~patchdino.data.datasets.holdout.holdout_part`). When the folder cannot be read as
+    ``data.kind`` but holds another kind, the error says so (:func:`kind_hint`).
     """
     kind = data_kind(config)
-    dataset = build_dataset(
-        data_path(config),
-        kind,
-        split,
-        canvas=canvas_for(kind, config.data.canvas),
-        channels=config.data.channels,
-        on_bad_image=config.data.on_bad_image,
-    )
+    try:
+        dataset = build_dataset(
+            data_path(config),
+            kind,
+            split,
+            canvas=canvas_for(kind, config.data.canvas),
+            channels=config.data.channels,
+            on_bad_image=config.data.on_bad_image,
+        )
+    except ValueError as err:
+        hint = kind_hint(config)
+        if hint is None:
+            raise
+        raise ValueError(f"{err}; {hint}") from err
     if config.data.holdout and split == "train":
         return holdout_part(dataset, config.data.holdout, "train")
     return dataset

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,9 @@ class Trainer:
         writer = tensorboard = bar = None
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / "config.yaml").write_text(config.to_yaml())
+            # The kind actually read, not "auto", so that the file says what was trained on.
+            saved = replace(config, data=replace(config.data, kind=self.kind))
+            (self.output / "config.yaml").write_text(saved.to_yaml())
             writer = MetricsWriter(self.output / "metrics.jsonl", resume_step=step)
             tensorboard = _tensorboard(self.output / "tensorboard", purge_step=step + 1)
             if self.progress:
