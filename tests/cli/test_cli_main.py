@@ -1,13 +1,14 @@
-"""`patchdino` dispatcher: which errors become one-line messages and which keep a traceback."""
+"""`patchdino` dispatcher: one-line errors or tracebacks, help texts, overrides anywhere."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 import patchdino.train.trainer as trainer_module
-from patchdino.cli.main import main
+from patchdino.cli.main import COMMANDS, build_parser, main, parse_arguments
 from patchdino.errors import InputError
 
 
@@ -47,3 +48,71 @@ def test_config_errors_are_input_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["pretrain", "--output", str(tmp_path / "run"), "optim.lr=-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("patchdino pretrain: error: invalid configuration") and "optim.lr" in err
+
+
+def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_option_has_a_help_text_and_its_default(command: str) -> None:
+    parser = subcommand_parsers()[command]
+    text = parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+        default = action.default
+        if default is None or default is False or default == []:
+            continue
+        stated = str(default) in text or "default" in action.help
+        assert stated, f"{command} {action.option_strings}: default {default!r} not shown"
+
+
+def test_help_shows_defaults_but_not_empty_ones() -> None:
+    text = subcommand_parsers()["match"].format_help()
+    assert "(default: 224)" in text and "(default: grid)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_overrides_are_accepted_anywhere_among_the_options() -> None:
+    argv = ["pretrain", "--output", "r", "run.save_every=100", "--no-progress", "optim.epochs=3"]
+    args = parse_arguments(build_parser(), argv)
+    assert args.no_progress and args.overrides == ["run.save_every=100", "optim.epochs=3"]
+    argv = ["bench", "a.b=1", "--steps", "2", "c.d=2", "--seed", "1", "a.b=3"]
+    assert parse_arguments(build_parser(), argv).overrides == ["a.b=1", "c.d=2", "a.b=3"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pretrain", "--output", "r", "optim.lr=1", "--no-progress", "optim"],
+        ["pretrain", "--output", "r", "--no-progress", "--bogus=1"],
+        ["knn", "--data", "d", "--weights", "pixels", "--output", "k.json", "optim.lr=1"],
+    ],
+)
+def test_other_unknown_words_are_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_pretrain_with_overrides_after_flags_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+
+    def record(config: object, output: Path, progress: bool = True) -> None:
+        seen.append(config)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(trainer_module, "Trainer", record)
+    argv = ["pretrain", "--output", str(tmp_path / "r"), "run.save_every=100", "--no-progress"]
+    assert main([*argv, "optim.epochs=3"]) == 2
+    (config,) = seen
+    assert config.run.save_every == 100 and config.optim.epochs == 3  # type: ignore[attr-defined]

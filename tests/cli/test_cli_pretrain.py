@@ -8,7 +8,7 @@ import pytest
 
 from patchdino.cli.main import build_parser, main
 from patchdino.cli.pretrain import bad_image_message, overrides_from_args
-from patchdino.config import load_config
+from patchdino.config import load_config, packaged_config_names
 from patchdino.data.datasets import BadImageError
 
 
@@ -65,3 +65,10 @@ def test_bad_image_message_unwraps_worker_errors(tmp_path: Path) -> None:
     assert bad_image_message(worker) == str(error)
     assert bad_image_message(RuntimeError("CUDA out of memory")) is None
     assert bad_image_message(ValueError("something else")) is None
+
+
+def test_help_lists_the_packaged_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ", ".join(packaged_config_names()) in text

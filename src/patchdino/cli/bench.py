@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="any config field for every row, e.g. model.patch_head=separate",
+        help="any config field for every row, e.g. model.patch_head=separate; anywhere "
+        "among the options",
     )
 
 

@@ -35,10 +35,27 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default after its help text.
+
+    Left out where there is nothing to show (no default, a flag that is off, an empty list)
+    and where the help text already states the default in its own words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default == [] or default == ()
+        if nothing or default is argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patchdino",
         description="Local-global self-supervised pretraining of Vision Transformers.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"patchdino {__version__}")
     parser.add_argument(
@@ -47,9 +64,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"patchdino.cli.{name}")
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         module.add_arguments(command)
     return parser
+
+
+def is_override(text: str) -> bool:
+    """Whether a command-line word is a ``section.key=value`` config override."""
+    key, sep, _ = text.partition("=")
+    return bool(sep) and not key.startswith("-") and "." in key
+
+
+def parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse ``argv``, accepting ``key=value`` overrides anywhere among the options.
+
+    argparse hands a positional list to the first run of positional words only; the
+    overrides found after a later option are appended, in order, to the command's
+    ``overrides``. Any other unknown word is an error, as with ``parse_args``.
+    """
+    args, extras = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    unknown = [word for word in extras if overrides is None or not is_override(word)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extras:
+        args.overrides = [*(overrides or []), *extras]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from patchdino.errors import InputError
     from patchdino.train.checkpoint import CheckpointError
 
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     module = importlib.import_module(f"patchdino.cli.{args.command}")
     try:
         return int(module.run(args))

@@ -11,7 +11,14 @@ from patchdino.cli.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    from patchdino.config import Config, packaged_config_names
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML file overriding the defaults, or a packaged config by name: "
+        f"{', '.join(packaged_config_names())}",
+    )
     parser.add_argument("--data", help="data set folder (sets data.path)")
     parser.add_argument(
         "--output",
@@ -19,17 +26,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="run folder; an existing checkpoint there is resumed",
     )
-    parser.add_argument("--max-steps", type=int, help="total optimiser steps (run.max_steps)")
-    parser.add_argument("--epochs", type=int, help="optim.epochs")
-    parser.add_argument("--save-every", type=int, help="run.save_every")
-    parser.add_argument("--batch-size", type=int, help="images per process (optim.batch_size)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
+    defaults = Config()
+
+    def field(key: str, value: object) -> str:
+        return f"{key}; default: the config's, else {value}"
+
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help=field("total optimiser steps (run.max_steps)", "optim.epochs epochs"),
+    )
+    parser.add_argument("--epochs", type=int, help=field("optim.epochs", defaults.optim.epochs))
+    parser.add_argument(
+        "--save-every", type=int, help=field("run.save_every", defaults.run.save_every)
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=field("images per process (optim.batch_size)", defaults.optim.batch_size),
+    )
+    parser.add_argument(
+        "--device", help=field("auto, cpu, cuda or cuda:N (run.device)", defaults.run.device)
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="any config field, e.g. optim.lr=1e-3 loss.matching=nearest",
+        help="any config field, e.g. optim.lr=1e-3 loss.matching=nearest; anywhere among "
+        "the options, applied after them in order",
     )
 
 
