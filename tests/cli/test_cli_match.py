@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchdino.cli.main import main
+from patchdino.cli.main import build_parser, main
 
 
 def _photo(path: Path, height: int = 90, width: int = 130, mode: str = "RGB") -> Path:
@@ -30,7 +30,7 @@ def test_match_writes_views_json_and_figure(tmp_path: Path) -> None:
         [
             "match",
             str(image),
-            "--out",
+            "--output",
             str(out),
             "--seed",
             "3",
@@ -226,3 +226,10 @@ def test_local_views_larger_than_global_ones_are_refused(
     err = capsys.readouterr().err.strip()
     assert "--local-size 256 is larger than --global-size 224" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_out_is_another_name_of_output() -> None:
+    parser = build_parser()
+    by_output = parser.parse_args(["match", "a.png", "--output", "folder"])
+    by_out = parser.parse_args(["match", "a.png", "--out", "folder"])
+    assert by_output.output == by_out.output == Path("folder")

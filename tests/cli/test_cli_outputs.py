@@ -60,8 +60,8 @@ def _commands(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["export", "--weights", missing, "--output", "/proc/x/b.safetensors"], "--output"),
         (["pretrain", "--data", missing, "--output", str(blocked)], "--output"),
         (["propagate", *common, "--output", str(blocked / "masks")], "--output"),
-        (["match", missing, "--out", str(blocked)], "--out"),
-        (["match", missing, "--out", "/proc/forbidden"], "--out"),
+        (["match", missing, "--output", str(blocked)], "--output"),
+        (["match", missing, "--out", "/proc/forbidden"], "--output"),
     ]
 
 

@@ -59,7 +59,7 @@ def _match_figure(data: Path, config: Any, out: Path) -> Path:
         [
             "match",
             str(out / "sample.png"),
-            "--out",
+            "--output",
             str(out / "match"),
             "--seed",
             "0",

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="teacher|student",
         help="network to export (default: teacher)",
     )
-    parser.add_argument("--dtype", default="float32", metavar="|".join(DTYPES))
+    parser.add_argument(
+        "--dtype", default="float32", metavar="|".join(DTYPES), help="tensor type of the file"
+    )
     parser.add_argument("--output", type=Path, required=True, help="a .safetensors file")
 
 

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--avgpool", action="store_true", help="append the last block's mean patch token"
     )
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=100, help="probe training epochs")
     parser.add_argument(
         "--lr", type=float, default=0.001, help="base learning rate (x probe batch / 256)"
     )
@@ -33,14 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="candidate base rates, chosen on 10%% of the train split held out",
     )
     parser.add_argument("--probe-batch-size", type=int, default=1024, help="SGD batch size")
-    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="weight decay of the probe")
     parser.add_argument(
         "--normalize",
         default="standardize",
         metavar="standardize|none",
         help="per-dimension feature standardisation (none: DINO's exact recipe)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe training")
     parser.add_argument(
         "--max-train", type=int, help="use a seeded random subset of the train split"
     )

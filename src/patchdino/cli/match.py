@@ -25,18 +25,33 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="an image file (used at its own size)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mode", default="grid", help="grid (the paper's) or nearest")
+    parser.add_argument(
+        "--output",
+        "--out",
+        dest="output",
+        type=Path,
+        required=True,
+        help="output folder (views/*.png, matches.json, matches.png); --out is the same",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the view sampling (same seed, same views)"
+    )
+    parser.add_argument(
+        "--mode", default="grid", metavar="grid|nearest", help="grid (the paper's) or nearest"
+    )
     parser.add_argument(
         "--threshold",
         type=float,
         default=0.5,
         help="nearest mode: largest centre distance, in coarser-patch units",
     )
-    parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--global-size", type=int, default=224)
-    parser.add_argument("--local-size", type=int, default=96)
+    parser.add_argument("--patch-size", type=int, default=16, help="side of a patch in view pixels")
+    parser.add_argument(
+        "--global-size", type=int, default=224, help="side of the two global views in pixels"
+    )
+    parser.add_argument(
+        "--local-size", type=int, default=96, help="side of the local views in pixels"
+    )
     parser.add_argument("--locals", type=int, default=8, help="number of local views")
     parser.add_argument(
         "--geometry-only",
@@ -125,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.matching.views import match_views
     from patchdino.viz.matches import ViewPicture, plot_matches
 
-    check_output_folder(args.out, "--out")
+    check_output_folder(args.output, "--output")
     if args.mode not in MATCH_MODES:
         raise UsageError(f"unknown mode '{args.mode}' (choose from {', '.join(MATCH_MODES)})")
     try:
@@ -146,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     matched = match_views(image, spec, args.mode, args.threshold, args.seed)
     names, geometry, pairs = matched.names, matched.geometry, matched.pairs
     pixels = [(v.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for v in matched.views]
-    out: Path = args.out
+    out: Path = args.output
     (out / "views").mkdir(parents=True, exist_ok=True)
     for name, view in zip(names, pixels):
         Image.fromarray(view[:, :, 0] if view.shape[2] == 1 else view).save(

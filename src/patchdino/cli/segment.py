@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=1, help="last blocks concatenated")
     parser.add_argument("--epochs", type=int, default=10, help="probe training epochs")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument(
+        "--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the probe"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per step")
     parser.add_argument(
         "--image-size",
@@ -55,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"train on a seeded subset (default: all; {FASHION_TRAIN_IMAGES:,} for Fashion-MNIST)",
     )
     parser.add_argument("--max-test", type=int, help="evaluate a seeded subset")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe training")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
