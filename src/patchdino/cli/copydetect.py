@@ -69,7 +69,6 @@ def make_queries(args: argparse.Namespace) -> int:
     from patchdino.data.datasets import build_dataset
     from patchdino.error_text import first_line
     from patchdino.eval.copies import make_queries as write_queries
-    from patchdino.eval.copy_detection import item_names
 
     require(args, "--make-queries", "--source", "--out")
     check_positive(count=args.count)
@@ -80,7 +79,7 @@ def make_queries(args: argparse.Namespace) -> int:
         raise UsageError(f"--source {args.source}: {first_line(err)}") from err
     made = write_queries(
         dataset,
-        item_names(dataset),
+        dataset.item_names(),
         args.out,
         args.count,
         args.seed,
@@ -103,12 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.cli.features import extraction, prepare, usage_errors
     from patchdino.cli.retrieval_options import descriptor, record_of
     from patchdino.cli.segment import check_output
-    from patchdino.eval.copy_detection import (
-        detect_copies,
-        item_names,
-        read_ground_truth,
-        relevance_pairs,
-    )
+    from patchdino.eval.copy_detection import detect_copies, read_ground_truth, relevance_pairs
     from patchdino.eval.descriptors import PcaWhitening, encode, open_folder
     from patchdino.eval.pipeline import open_split
 
@@ -131,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         distractors = None
         if args.whiten is not None:
             distractors = open_folder(setup, args.whiten, "train", "whiten", database.channels)
-    pairs = relevance_pairs(item_names(queries), item_names(database), truth)
-    unused = len(set(truth) - set(item_names(queries)))
+    query_names = queries.item_names()
+    pairs = relevance_pairs(query_names, database.item_names(), truth)
+    unused = len(set(truth) - set(query_names))
     if unused:
         print(
             f"note: {unused} queries of the ground truth are not in {args.queries}", file=sys.stderr

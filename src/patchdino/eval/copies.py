@@ -209,7 +209,7 @@ def make_queries(
     Args:
         dataset: the originals (decode at native size: ``canvas=None``).
         names: name of each original in the ground truth (see
-            :func:`patchdino.eval.copy_detection.item_names`).
+            :meth:`patchdino.data.datasets.CanvasDataset.item_names`).
         out: folder receiving ``queries/NNNNN.jpg``, :data:`GROUND_TRUTH` and :data:`MANIFEST`.
         count: number of copies, at most the number of originals.
         seed: seed of the choice of originals and of every copy.

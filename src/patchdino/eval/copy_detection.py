@@ -16,24 +16,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from patchdino.data.datasets import CanvasDataset
 from patchdino.errors import InputError
 from patchdino.eval.retrieval_metrics import ranked_average_precision, recall_at_k, search
 
 
 class GroundTruthError(InputError):
     """A copy-detection ground truth that is missing, malformed or does not fit the data."""
-
-
-def item_names(dataset: CanvasDataset) -> list[str]:
-    """Name of every item: the file's path relative to the split folder, else its index."""
-    paths = getattr(dataset, "paths", None)
-    root = getattr(dataset, "root", None)
-    if paths is None:
-        return [str(i) for i in range(len(dataset))]
-    if root is None:
-        return [Path(p).name for p in paths]
-    return [Path(p).relative_to(root).as_posix() for p in paths]
 
 
 def read_ground_truth(path: str | Path) -> dict[str, list[str]]:

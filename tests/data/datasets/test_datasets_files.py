@@ -142,3 +142,15 @@ def test_images_without_class_folders_suggest_flat(tmp_path: Path) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         ImageFolderDataset(tmp_path / "nope")
+
+
+def test_items_are_named_by_their_path_in_the_split(tmp_path: Path) -> None:
+    _class_tree(tmp_path / "train")
+    _save(tmp_path / "val" / "dog" / "d.png", _rgb(4, 4, 3))
+    train = ImageFolderDataset(tmp_path, "train", canvas=8)
+    assert train.item_names() == ["cat/sub/c.png", "dog/a.png", "dog/b.PNG"]
+    assert [train.root / name for name in train.item_names()] == train.paths
+    assert ImageFolderDataset(tmp_path, "val", canvas=8).item_names() == ["dog/d.png"]
+    for i in range(2):
+        _save(tmp_path / "flat" / f"{i}.png", _rgb(5, 6, i))
+    assert FlatFolderDataset(tmp_path / "flat", canvas=6).item_names() == ["0.png", "1.png"]

@@ -79,3 +79,20 @@ def test_pretraining_never_sees_the_held_out_images(tmp_path: Path) -> None:
         assert torch.equal(train[i][0], full[int(kept[i])][0])
     with pytest.raises(ValueError, match=r"data\.holdout must be >= 0"):
         load_config(None, ["data.holdout=-1"])
+
+
+def test_parts_keep_the_names_of_their_items() -> None:
+    data = _in_memory()
+    assert data.item_names() == [str(i) for i in range(20)]
+    kept, held = holdout_indices(20, 5)
+    assert holdout_part(data, 5, "val").item_names() == [str(i) for i in held.tolist()]
+    train = holdout_part(data, 5, "train")
+    assert train.item_names() == [str(i) for i in kept.tolist()]
+    # a part of a part still names the items of the first data set
+    kept_again, _ = holdout_indices(15, 3)
+    assert holdout_part(train, 3, "train").item_names() == [
+        str(i) for i in kept[kept_again].tolist()
+    ]
+    files = _Items(10)
+    _, held = holdout_indices(10, 4)
+    assert holdout_part(files, 4, "val").item_names() == [str(i) for i in held.tolist()]

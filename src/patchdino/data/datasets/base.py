@@ -43,6 +43,8 @@ class CanvasDataset(Dataset[CanvasItem]):
         classes: class names indexed by label, or None when unlabelled.
         labels: ``(N,)`` long tensor of the label of every item (-1 when unlabelled).
         bad_images: unreadable files found so far (always empty for in-memory data sets).
+
+    :meth:`item_names` names each item (a file path or an index in the split).
     """
 
     canvas: int | None
@@ -61,6 +63,14 @@ class CanvasDataset(Dataset[CanvasItem]):
 
     def __getitem__(self, index: int) -> CanvasItem:
         raise NotImplementedError
+
+    def item_names(self) -> list[str]:
+        """Name of every item, in order, to join results back to images.
+
+        Image files are named by their path relative to the split folder (``"a/img1.jpg"``);
+        this base names items by their index in the split (``"4821"``).
+        """
+        return [str(i) for i in range(len(self))]
 
 
 def collate_canvas(items: Sequence[CanvasItem]) -> CanvasBatch:

@@ -137,6 +137,13 @@ class ImageFileDataset(CanvasDataset):
             f"none of the {n} images of this data set can be read, e.g. {self.paths[0]}"
         )
 
+    def item_names(self) -> list[str]:
+        """Path of every file relative to the split folder ``root`` (its name without one)."""
+        root = getattr(self, "root", None)
+        if root is None:
+            return [p.name for p in self.paths]
+        return [p.relative_to(root).as_posix() for p in self.paths]
+
     def check_images(self) -> list[Path]:
         """Decode every image once (small, to save time) and return the unreadable files.
 

@@ -46,6 +46,11 @@ class SubsetDataset(CanvasDataset):
     def __getitem__(self, index: int) -> CanvasItem:
         return self.base[int(self.indices[index])]
 
+    def item_names(self) -> list[str]:
+        """The base data set's names of the items."""
+        names = self.base.item_names()
+        return [names[int(i)] for i in self.indices]
+
 
 def holdout_part(dataset: CanvasDataset, holdout: int, part: str) -> CanvasDataset:
     """The ``"train"`` (kept) or ``"val"`` (held-out) part of a training set.
@@ -57,7 +62,12 @@ def holdout_part(dataset: CanvasDataset, holdout: int, part: str) -> CanvasDatas
     kept, held = holdout_indices(len(dataset), holdout)
     indices = kept if part == "train" else held
     if isinstance(dataset, InMemoryDataset):
+        names = torch.arange(len(dataset)) if dataset.indices is None else dataset.indices
         return InMemoryDataset(
-            dataset.images[indices], dataset.labels[indices], dataset.classes, dataset.canvas
+            dataset.images[indices],
+            dataset.labels[indices],
+            dataset.classes,
+            dataset.canvas,
+            indices=names[indices],
         )
     return SubsetDataset(dataset, indices)

@@ -57,6 +57,8 @@ class InMemoryDataset(CanvasDataset):
         classes: class names indexed by label.
         canvas: side of the square canvas, or None to keep the native size.
         channels: 1 or 3, or None to keep the native channels.
+        indices: ``(N,)`` long index of each image in the split it was taken from (a part
+            of a split keeps the names of its items); None: ``0 .. N - 1``.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class InMemoryDataset(CanvasDataset):
         classes: list[str] | None,
         canvas: int | None,
         channels: int | None = None,
+        indices: Tensor | None = None,
     ) -> None:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be (N, 1 or 3, H, W), got {tuple(images.shape)}")
@@ -79,6 +82,17 @@ class InMemoryDataset(CanvasDataset):
         self.canvas = canvas
         self.channels = int(self.images.shape[1])
         self.bad_images = BadImageLog([])
+        if indices is not None and indices.shape != labels.shape:
+            raise ValueError(
+                f"{labels.shape[0]} images but indices of shape {tuple(indices.shape)}"
+            )
+        self.indices = indices
+
+    def item_names(self) -> list[str]:
+        """Index of every image in its split, as text (``"4821"``)."""
+        if self.indices is None:
+            return super().item_names()
+        return [str(int(i)) for i in self.indices]
 
     def __getitem__(self, index: int) -> CanvasItem:
         # clone: a view would drag the whole storage along when sent between processes
