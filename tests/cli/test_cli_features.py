@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli
+from PIL import Image
 
 from patchdino.cli.main import main
 from patchdino.eval.backbone_loading import load_backbone
@@ -29,7 +30,10 @@ def test_pt_file_features_and_labels(
     args = ["features", "--data", data, "--weights", run, "--pool", pool, "--batch-size", 5]
     assert main([str(a) for a in [*args, "--output", out, "--no-progress"]]) == 0
     saved = torch.load(out, weights_only=True)
-    assert set(saved) == {"features", "labels"}
+    assert set(saved) == {"features", "labels", "indices", "names", "classes", "root", "split"}
+    assert saved["indices"].tolist() == list(range(NUM_TRAIN)) and saved["split"] == "train"
+    assert saved["names"] == [str(i) for i in range(NUM_TRAIN)]  # in memory: indices
+    assert saved["classes"][:2] == ["T-shirt/top", "Trouser"] and len(saved["classes"]) == 10
     assert saved["features"].shape == (NUM_TRAIN, dim) and saved["features"].dtype == torch.float32
     assert saved["labels"].tolist() == idx_arrays()["train"][1].tolist()
     tokens = _expected(run, "train")
@@ -61,6 +65,31 @@ def test_pixels_and_subset(data: Path, tmp_path: Path) -> None:
     assert main([str(a) for a in [*args, "--output", out]]) == 0
     saved = torch.load(out, weights_only=True)
     assert saved["features"].shape == (7, 256) and saved["labels"].shape == (7,)
+    indices = saved["indices"].tolist()
+    assert len(indices) == 7 and indices == sorted(set(indices))
+    assert saved["names"] == [str(i) for i in indices]
+    labels = torch.from_numpy(idx_arrays()["train"][1])
+    assert saved["labels"].tolist() == labels[saved["indices"]].tolist()
+
+
+def test_npz_of_image_files_joins_rows_to_paths(tmp_path: Path) -> None:
+    data = tmp_path / "photos"
+    for c, name in enumerate(("cat", "dog")):
+        (data / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((12, 10, 3), 60 * c + 20 * i, dtype=np.uint8)
+            Image.fromarray(pixels).save(data / name / f"{i}.png")
+    out = tmp_path / "feats.npz"
+    args = ["features", "--data", data, "--weights", "pixels", "--image-size", 8]
+    assert main([str(a) for a in [*args, "--max-images", 4, "--output", out]]) == 0
+    saved = np.load(out)  # no pickled objects: every entry loads without allow_pickle
+    assert saved["names"].shape == (4,) and saved["classes"].tolist() == ["cat", "dog"]
+    root = Path(str(saved["root"]))
+    assert str(saved["split"]) == "train"
+    for name, label, index in zip(saved["names"], saved["labels"], saved["indices"]):
+        path = root / str(name)
+        assert path.is_file() and path.parent.name == ["cat", "dog"][label]
+        assert str(name) == sorted(p.relative_to(data).as_posix() for p in data.glob("*/*"))[index]
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from patchdino.cli.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
 
+    from patchdino.data.datasets import CanvasDataset
     from patchdino.eval.pipeline import EvalSetup, Extraction
 
 OUTPUT_SUFFIXES = (".pt", ".npz")
@@ -89,7 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         type=Path,
         required=True,
-        help="file: .pt (torch.save of {'features', 'labels'}) or .npz",
+        help="file: .pt (torch.save of a dict) or .npz, holding features, labels, names "
+        "(image paths relative to root, or indices in the split), indices (in the split), "
+        "classes, root and split",
     )
 
 
@@ -157,6 +160,49 @@ def extraction(args: argparse.Namespace) -> Extraction:
     return Extraction(args.batch_size, args.num_workers, not args.no_progress)
 
 
+def feature_record(
+    dataset: CanvasDataset,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    limit: int | None,
+    split: str,
+) -> dict[str, Any]:
+    """What ``features`` saves: the features and what joins each row back to its image.
+
+    Args:
+        dataset: the encoded split.
+        features: ``(N, D)`` features of the items ``indices`` (all of them without a limit).
+        labels: ``(N,)`` labels (-1 when unlabelled).
+        limit: ``--max-images``: the seeded subset of
+            :func:`patchdino.eval.eval_data.subset_indices`, as encoded.
+        split: the split's name.
+
+    Returns:
+        ``features``, ``labels``, ``indices`` (``(N,)`` long, each row's item in the split),
+        ``names`` (each row's image path relative to ``root``, or its index in the split for
+        data sets held in memory; :meth:`~patchdino.data.datasets.CanvasDataset.item_names`),
+        ``classes`` (names by label; empty when unlabelled), ``root`` (the split's folder)
+        and ``split``.
+    """
+    import torch
+
+    from patchdino.eval.eval_data import subset_indices
+
+    chosen = subset_indices(len(dataset), limit)
+    indices = torch.arange(len(dataset)) if chosen is None else chosen
+    names = dataset.item_names()
+    root = getattr(dataset, "root", None)
+    return {
+        "features": features,
+        "labels": labels,
+        "indices": indices,
+        "names": [names[int(i)] for i in indices],
+        "classes": list(dataset.classes or []),
+        "root": "" if root is None else str(root),
+        "split": split,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -184,11 +230,22 @@ def run(args: argparse.Namespace) -> int:
             limit=args.max_images,
             desc=f"features {args.split}",
         )
+    record = feature_record(dataset, features, labels, args.max_images, args.split)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".pt":
-        torch.save({"features": features, "labels": labels}, output)
+        torch.save(record, output)
     else:
-        np.savez(output, features=features.numpy(), labels=labels.numpy())
+        # text as unicode arrays: np.load reads every entry without allow_pickle
+        arrays: dict[str, Any] = {
+            "features": record["features"].numpy(),
+            "labels": record["labels"].numpy(),
+            "indices": record["indices"].numpy(),
+            "names": np.array(record["names"], dtype=str),
+            "classes": np.array(record["classes"], dtype=str),
+            "root": np.array(record["root"]),
+            "split": np.array(record["split"]),
+        }
+        np.savez(output, **arrays)
     seconds = time.perf_counter() - started
     print(
         f"{features.shape[0]} x {features.shape[1]} features of the {args.split} split "
