@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         pairs,
         out / "matches.png",
         num_global=matched.num_global,
+        mode=args.mode,
     )
     total = sum(len(p) for p in pairs.values())
     print(
