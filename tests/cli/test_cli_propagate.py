@@ -51,6 +51,8 @@ def test_random_weights_end_to_end(
     videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(tmp_path / "tiny.yaml", "data: {num_workers: 0, channels: 1}\n")
+    # one data section: a section given twice is an error
+    config.write_text(config.read_text().replace("data: {num_workers: 0}\n", "", 1))
     out = tmp_path / "out"
     args = ["propagate", "--data", videos, "--weights", "random", "--config", config]
     code, stdout, _ = run_cli([*args, "--output", out, "--no-progress"], capsys)
