@@ -133,9 +133,33 @@ def table(rows: dict[str, list[dict[str, Any]]], tasks: Sequence[str] = TASKS) -
     return "\n".join(lines)
 
 
+def merge(folders: Sequence[Path], output: Path, tasks: Sequence[str]) -> None:
+    """Rows of several output folders under one table, labels in order of appearance."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    commands = []
+    for folder in folders:
+        summary = json.loads((folder / "downstream.json").read_text())
+        commands.append(summary["command"])
+        for label, records in summary["rows"].items():
+            rows.setdefault(label, []).extend(records)
+    output.mkdir(parents=True, exist_ok=True)
+    merged = {"commands": commands, "rows": rows}
+    (output / "downstream.json").write_text(json.dumps(merged, indent=2) + "\n")
+    text = table(rows, tasks)
+    (output / "table.md").write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", nargs="+", required=True, metavar="LABEL=W[,W...]")
+    parser.add_argument("--weights", nargs="+", metavar="LABEL=W[,W...]")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="combine the output folders of earlier runs (e.g. one per network) into --output",
+    )
     parser.add_argument(
         "--tasks", type=lambda text: text.split(","), default=list(TASKS), help=",".join(TASKS)
     )
@@ -147,6 +171,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.output, args.tasks)
+        return
+    if not args.weights:
+        parser.error("give --weights (or --merge)")
     unknown = [task for task in args.tasks if task not in TASKS]
     if unknown:
         parser.error(f"unknown tasks {unknown}; choose among {', '.join(TASKS)}")

@@ -68,3 +68,15 @@ def test_tiny_run(downstream: ModuleType, tmp_path: Path, monkeypatch: pytest.Mo
     pixels = summary["rows"]["pixels"][0]
     assert "segment" not in pixels and "map_at_r" in pixels["retrieve"]
     assert (tmp_path / "out" / "table.md").read_text().startswith("| weights |")
+
+
+def test_merge(downstream: ModuleType, tmp_path: Path) -> None:
+    for name, miou in (("a", 40.0), ("b", 44.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = {"grid": [{"segment": {"miou": miou}}]}
+        summary = {"command": f"run {name}", "rows": rows}
+        (folder / "downstream.json").write_text(json.dumps(summary))
+    downstream.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "all", ("segment",))
+    text = (tmp_path / "all" / "table.md").read_text()
+    assert "| grid | 2 | 42.00 ± 2.83 | - |" in text
