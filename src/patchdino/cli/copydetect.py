@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.outputs import check_output
     from patchdino.cli.retrieval_options import descriptor, record_of
-    from patchdino.cli.segment import check_output
     from patchdino.eval.copy_detection import detect_copies, read_ground_truth, relevance_pairs
     from patchdino.eval.descriptors import PcaWhitening, encode, open_folder
     from patchdino.eval.pipeline import open_split

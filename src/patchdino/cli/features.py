@@ -134,8 +134,15 @@ def check_pool(pool: str) -> None:
         raise UsageError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
 
 
-def prepare(args: argparse.Namespace) -> EvalSetup:
-    """:func:`patchdino.eval.pipeline.prepare` from the common options."""
+def prepare(args: argparse.Namespace, kind: str | None = None) -> EvalSetup:
+    """:func:`patchdino.eval.pipeline.prepare` from the common options.
+
+    Args:
+        args: the parsed options (``--data``, ``--weights``, ``--config``,
+            ``--checkpoint-key``, ``--image-size``, ``--batch-size``, ``--num-workers``,
+            ``--device``).
+        kind: the data's kind when the command knows it; detected from ``--data`` when None.
+    """
     from patchdino.eval.pipeline import prepare as prepare_setup
 
     check_positive(batch_size=args.batch_size, image_size=args.image_size)
@@ -150,6 +157,7 @@ def prepare(args: argparse.Namespace) -> EvalSetup:
             config=args.config,
             checkpoint_key=args.checkpoint_key,
             image_size=args.image_size,
+            kind=kind,
         )
 
 

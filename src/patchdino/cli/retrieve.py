@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def convert(args: argparse.Namespace) -> int:
     """``--convert-gnd``: the JSON form of an official ground-truth pickle."""
-    from patchdino.cli.segment import check_output
+    from patchdino.cli.outputs import check_output
     from patchdino.eval.revisited import convert_ground_truth
 
     require(args, "--convert-gnd", "--output")
@@ -82,11 +82,10 @@ def protocol_of(args: argparse.Namespace) -> str:
 
 def revisited(args: argparse.Namespace) -> dict[str, Any]:
     """mAP of the revisited protocol's settings."""
-    from patchdino.cli.features import extraction, resolve_device, usage_errors
+    from patchdino.cli.features import extraction, prepare, usage_errors
     from patchdino.cli.retrieval_options import descriptor
     from patchdino.eval.descriptors import encode
     from patchdino.eval.eval_data import file_canvas
-    from patchdino.eval.pipeline import prepare
     from patchdino.eval.revisited import (
         BoxedImages,
         RevisitedError,
@@ -101,17 +100,7 @@ def revisited(args: argparse.Namespace) -> dict[str, Any]:
         raise RevisitedError(f"{args.data} holds no gnd*.json; give --ground-truth")
     truth = read_ground_truth(path)
     db_files, query_files = check_images(args.data, truth)
-    device = resolve_device(args.device)
-    with usage_errors():
-        setup = prepare(
-            args.data,
-            args.weights,
-            device,
-            config=args.config,
-            checkpoint_key=args.checkpoint_key,
-            image_size=args.image_size,
-            kind="imagefolder",
-        )
+    setup = prepare(args, kind="imagefolder")
     channels = setup.channels or 3
     canvas = file_canvas(setup.image_size, setup.config.data.canvas)
     database = BoxedImages(db_files, [None] * len(db_files), channels, canvas)
@@ -179,7 +168,7 @@ def labels(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.segment import check_output
+    from patchdino.cli.outputs import check_output
 
     if args.convert_gnd is not None:
         return convert(args)

@@ -15,7 +15,6 @@ from patchdino.cli.errors import UsageError
 from patchdino.cli.features import (
     add_network_arguments,
     check_positive,
-    resolve_device,
     usage_errors,
 )
 from patchdino.cli.outputs import check_output, write_json
@@ -66,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     import math
     import time
 
+    from patchdino.cli.features import prepare
     from patchdino.eval.eval_data import Normalise
-    from patchdino.eval.pipeline import RANDOM, EvalSetupError, prepare
+    from patchdino.eval.pipeline import RANDOM, EvalSetupError
     from patchdino.eval.segmentation import (
         SEGMENTATION_EVAL_MODES,
         ProbeSettings,
@@ -94,23 +94,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--lr must be > 0 and --weight-decay >= 0")
     if args.weights == "pixels":
         raise UsageError("segment needs a network: give a checkpoint, an export or 'random'")
-    device = resolve_device(args.device)
     started = time.perf_counter()
     with usage_errors():
         try:
             layout = segmentation_layout(args.data)
         except SegmentationDataError as err:
             raise EvalSetupError(str(err)) from err
-        kind = "fashion_mnist" if layout == "fashion_mnist" else "imagefolder"
-        setup = prepare(
-            args.data,
-            args.weights,
-            device,
-            config=args.config,
-            checkpoint_key=args.checkpoint_key,
-            image_size=args.image_size,
-            kind=kind,
-        )
+    setup = prepare(args, kind="fashion_mnist" if layout == "fashion_mnist" else "imagefolder")
     if args.weights == RANDOM and args.config is None and layout != "fashion_mnist":
         print("note: random weights of the default architecture", file=sys.stderr)
     backbone = setup.backbone
@@ -139,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         train_set = open_segmentation(args.data, "train", setup.channels, check=True)
         test_set = open_segmentation(args.data, "val", setup.channels, check=True)
         result = train_segmentation_probe(
-            backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, device
+            backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, setup.device
         )
     except SegmentationDataError as err:
         raise UsageError(str(err)) from err
