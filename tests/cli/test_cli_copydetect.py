@@ -213,3 +213,18 @@ def test_make_queries_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     args = ["copydetect", "--make-queries", "--source", str(tmp_path), "--out", str(tmp_path)]
     assert main(args) == 2
     _one_line_error(capsys, "cannot tell which kind")
+
+
+def test_make_queries_area(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "fashion"
+    labels = np.arange(8) % 10
+    write_idx_split(data, "test", garment_images(labels, 28, 3), labels)
+    write_idx_split(data, "train", garment_images(labels, 28, 4), labels)
+    args = ["copydetect", "--make-queries", "--source", str(data), "--count", "4"]
+    out = tmp_path / "mild"
+    assert main([*args, "--out", str(out), "--area", "0.8", "0.9", "--no-progress"]) == 0
+    manifest = json.loads((out / "copies.json").read_text())
+    assert manifest["settings"]["area"] == [0.8, 0.9]
+    assert all(0.75 <= copy["area"] <= 0.95 for copy in manifest["copies"])
+    assert main([*args, "--out", str(tmp_path / "bad"), "--area", "0.5", "0.2"]) == 2
+    _one_line_error(capsys, "--area needs 0 < MIN <= MAX <= 1")

@@ -20,6 +20,8 @@ from patchdino.cli.retrieval_options import add_model_options, check_descriptor,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from patchdino.eval.copies import CopySettings
+
     parser.add_argument(
         "--make-queries",
         action="store_true",
@@ -30,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="folder of the copies (--make-queries)")
     parser.add_argument("--count", type=int, default=2000, help="number of copies")
     parser.add_argument("--seed", type=int, default=0, help="seed of the copies")
+    parser.add_argument(
+        "--area",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=CopySettings().area,
+        help="range of the share of the original's area each crop keeps (--make-queries)",
+    )
     parser.add_argument("--database", help="data set folder of the originals and distractors")
     parser.add_argument(
         "--split",
@@ -68,10 +78,14 @@ def make_queries(args: argparse.Namespace) -> int:
     """``--make-queries``: copies of the originals and their ground truth."""
     from patchdino.data.datasets import build_dataset
     from patchdino.error_text import first_line
+    from patchdino.eval.copies import CopySettings
     from patchdino.eval.copies import make_queries as write_queries
 
     require(args, "--make-queries", "--source", "--out")
     check_positive(count=args.count)
+    low, high = args.area
+    if not 0 < low <= high <= 1:
+        raise UsageError(f"--area needs 0 < MIN <= MAX <= 1, got {low} {high}")
     split = args.split or default_split(args.source)
     try:
         dataset = build_dataset(args.source, "auto", split, canvas=None)
@@ -83,6 +97,7 @@ def make_queries(args: argparse.Namespace) -> int:
         args.out,
         args.count,
         args.seed,
+        CopySettings(area=(low, high)),
         source=f"{args.source} ({split})",
         progress=not args.no_progress,
     )
