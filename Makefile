@@ -46,8 +46,8 @@ fashion-mnist:
 		echo "no Fashion-MNIST in $(FMNIST_DIR): install Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist), or run 'patchdino demo --data DIR' on a folder of its four IDX files"; \
 		exit 2; \
 	fi; \
-	echo "installing Fashion-MNIST: $$sudo apt-get install -y dataset-fashion-mnist"; \
-	$$sudo apt-get install -y dataset-fashion-mnist
+	echo "installing Fashion-MNIST: $$sudo apt-get update && $$sudo apt-get install -y dataset-fashion-mnist"; \
+	$$sudo apt-get update -qq && $$sudo apt-get install -y dataset-fashion-mnist
 
 demo: $(STAMP) fashion-mnist
 	$(PY) -m patchdino demo --output runs/demo
