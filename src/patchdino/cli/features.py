@@ -109,14 +109,15 @@ def usage_errors() -> Iterator[None]:
 
 def resolve_device(name: str) -> torch.device:
     """``--device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) as a device that exists here."""
+    from patchdino.errors import InputError
     from patchdino.train.distributed import resolve_device as resolve
 
-    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     try:
         return resolve(name)
-    except ValueError as err:
-        raise UsageError(f"--device {name}: {err}") from err
+    except InputError as err:
+        # The library's messages about the device start with "device": name the option.
+        message = str(err)
+        raise UsageError(f"--{message}" if message.startswith("device") else message) from err
 
 
 def check_positive(**values: int | None) -> None:
