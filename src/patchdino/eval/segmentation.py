@@ -198,10 +198,6 @@ class TrainCollate:
         return torch.stack(images), torch.stack(masks)
 
 
-def _as_list(items: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
-    return items
-
-
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Starts of windows of ``window`` pixels covering ``[0, length)`` with ``stride``."""
     if length <= window:
@@ -352,9 +348,7 @@ def train_segmentation_probe(
         backbone, probe, normalise, settings.image_size, settings.layers, settings.eval_mode
     )
     test_source = _subset(test_set, settings.max_test, settings.seed)
-    confusion = evaluate_predictor(
-        predictor, test_source, num_classes, settings.batch_size, settings, device
-    )
+    confusion = evaluate_predictor(predictor, test_source, num_classes, settings, device)
     return SegmentationResult(
         segmentation_scores(confusion),
         len(train_source),
@@ -368,7 +362,6 @@ def evaluate_predictor(
     predictor: DensePredictor,
     dataset: Dataset[tuple[Tensor, Tensor]],
     num_classes: int,
-    batch_size: int,
     settings: ProbeSettings,
     device: torch.device,
 ) -> Tensor:
@@ -378,10 +371,10 @@ def evaluate_predictor(
     """
     loader: DataLoader[tuple[Tensor, Tensor]] = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=settings.batch_size,
         shuffle=False,
         num_workers=settings.num_workers,
-        collate_fn=_as_list,
+        collate_fn=list,
     )
     confusion = torch.zeros((num_classes, num_classes), dtype=torch.long)
     for items in _progress(loader, settings.progress, "segment"):
