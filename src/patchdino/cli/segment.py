@@ -15,7 +15,6 @@ from patchdino.cli.errors import UsageError
 from patchdino.cli.features import (
     add_network_arguments,
     check_positive,
-    usage_errors,
 )
 from patchdino.cli.outputs import check_output, write_json
 
@@ -67,17 +66,13 @@ def run(args: argparse.Namespace) -> int:
 
     from patchdino.cli.features import prepare
     from patchdino.eval.eval_data import Normalise
-    from patchdino.eval.pipeline import RANDOM, EvalSetupError
+    from patchdino.eval.pipeline import RANDOM
     from patchdino.eval.segmentation import (
         SEGMENTATION_EVAL_MODES,
         ProbeSettings,
         train_segmentation_probe,
     )
-    from patchdino.eval.segmentation_data import (
-        SegmentationDataError,
-        open_segmentation,
-        segmentation_layout,
-    )
+    from patchdino.eval.segmentation_data import open_segmentation, segmentation_layout
 
     check_output(args.output, ".json")
     check_positive(
@@ -95,11 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights == "pixels":
         raise UsageError("segment needs a network: give a checkpoint, an export or 'random'")
     started = time.perf_counter()
-    with usage_errors():
-        try:
-            layout = segmentation_layout(args.data)
-        except SegmentationDataError as err:
-            raise EvalSetupError(str(err)) from err
+    layout = segmentation_layout(args.data)  # its errors are input errors: one line, exit 2
     setup = prepare(args, kind="fashion_mnist" if layout == "fashion_mnist" else "imagefolder")
     if args.weights == RANDOM and args.config is None and layout != "fashion_mnist":
         print("note: random weights of the default architecture", file=sys.stderr)
@@ -125,14 +116,11 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         progress=not args.no_progress,
     )
-    try:
-        train_set = open_segmentation(args.data, "train", setup.channels, check=True)
-        test_set = open_segmentation(args.data, "val", setup.channels, check=True)
-        result = train_segmentation_probe(
-            backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, setup.device
-        )
-    except SegmentationDataError as err:
-        raise UsageError(str(err)) from err
+    train_set = open_segmentation(args.data, "train", setup.channels, check=True)
+    test_set = open_segmentation(args.data, "val", setup.channels, check=True)
+    result = train_segmentation_probe(
+        backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, setup.device
+    )
     seconds = time.perf_counter() - started
 
     scores = result.scores
