@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from patchdino.config import load_config
-from quality import Evaluator, baselines, run_variant
+from quality import ABLATION, VARIANTS, Evaluator, baselines, run_variant
 
 CANDIDATES: dict[str, list[str]] = {
     "base": [],
@@ -107,20 +107,22 @@ def seed_table(folders: list[Path]) -> str:
         json.loads(line) for f in folders for line in (f / "results.jsonl").read_text().splitlines()
     ]
     lines = [
-        "| candidate | seeds | val k-NN CLS (%) | mean patch token | both |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| candidate | seeds | val k-NN CLS (%) | mean patch token | both | linear CLS (%) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in dict.fromkeys(r["candidate"] for r in results):
         group = [r for r in results if r["candidate"] == name]
 
         def cell(key: str, group: list[dict[str, Any]] = group) -> str:
-            values = [r[key] for r in group if key in r]
+            values = [r[key] for r in group if not math.isnan(r.get(key, math.nan))]
+            if not values:
+                return "-"
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
 
         lines.append(
             f"| {name} | {len(group)} | {cell('knn20')} | {cell('knn20_mean')} | "
-            f"{cell('knn20_both')} |"
+            f"{cell('knn20_both')} | {cell('linear_top1')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -180,6 +182,11 @@ def main() -> None:
         metavar="NAME:KEY=VALUE,...",
         help="an extra candidate (repeatable)",
     )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="add the rows of benchmarks/quality.py's ablation as candidates (named as there)",
+    )
     parser.add_argument("--epochs", type=float, default=1.0, help="pretraining epochs each")
     parser.add_argument("--evals", type=int, default=3, help="k-NN curve points per run")
     parser.add_argument("--holdout", type=int, default=10000, help="held-out training images")
@@ -216,6 +223,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     candidates = [(c, CANDIDATES[c]) for c in chosen] + list(args.tries)
+    if args.ablation:
+        candidates += [(name, VARIANTS[name]) for name in ABLATION]
     if not candidates:
         parser.error("no candidates: give --candidates and/or --try")
     args.output.mkdir(parents=True, exist_ok=True)
@@ -231,7 +240,11 @@ def main() -> None:
         evaluator = Evaluator(config, device, args.curve_train, args.curve_test)
         reference.write_text(json.dumps(baselines(config, evaluator, args), indent=1))
     print(f"baselines on the validation split: {reference.read_text()}", flush=True)
+    done = {r["candidate"] for r in results}
     for name, own in candidates:
+        if name in done:  # measured by an earlier, interrupted call with this output
+            print(f"{name}: already in {log}", flush=True)
+            continue
         overrides = [*common, *own]
         config = load_config(args.config, overrides)
         evaluator = Evaluator(config, device, args.curve_train, args.curve_test)

@@ -51,6 +51,7 @@ def test_seed_table_gives_mean_and_spread_per_candidate(search: ModuleType, tmp_
                     "knn20": v[seed][0],
                     "knn20_mean": v[seed][1],
                     "knn20_both": v[seed][1],
+                    **({"linear_top1": 80.0 + seed} if name == "a" else {}),
                 }
             )
             for name, v in values.items()
@@ -58,5 +59,5 @@ def test_seed_table_gives_mean_and_spread_per_candidate(search: ModuleType, tmp_
         ]
         (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
     table = search.seed_table([tmp_path / "seed0", tmp_path / "seed1"])
-    assert "| a | 2 | 71.00 ± 1.41 | 76.00 ± 1.41 | 76.00 ± 1.41 |" in table
-    assert "| b | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | 61.00 ± 0.00 |" in table
+    assert "| a | 2 | 71.00 ± 1.41 | 76.00 ± 1.41 | 76.00 ± 1.41 | 80.50 ± 0.71 |" in table
+    assert "| b | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | 61.00 ± 0.00 | - |" in table  # no probe
