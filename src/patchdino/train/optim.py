@@ -32,8 +32,12 @@ def parameter_groups(model: nn.Module) -> list[dict[str, object]]:
 
 
 def build_optimizer(model: nn.Module) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters; lr and wd are set per step."""
-    return torch.optim.AdamW(parameter_groups(model), lr=0.0, weight_decay=0.0)
+    """AdamW over ``model``'s trainable parameters; lr and wd are set per step.
+
+    The multi-tensor (``foreach``) update on every device: the same arithmetic as the
+    per-parameter loop, in a few calls instead of about ten per parameter tensor.
+    """
+    return torch.optim.AdamW(parameter_groups(model), lr=0.0, weight_decay=0.0, foreach=True)
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, values: ScheduleValues) -> None:
@@ -52,11 +56,11 @@ def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> float
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
-    norms = torch._foreach_norm(grads)
-    total = torch.linalg.vector_norm(torch.stack(norms)).item()
+    norms = torch.stack(torch._foreach_norm(grads))  # (P,)
+    total = torch.linalg.vector_norm(norms).item()
     if max_norm > 0:
-        scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
-        torch._foreach_mul_(grads, scales)
+        scales = torch.clamp(max_norm / (norms + 1e-6), max=1.0)  # (P,)
+        torch._foreach_mul_(grads, list(scales.unbind()))
     return float(total)
 
 
