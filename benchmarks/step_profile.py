@@ -13,6 +13,8 @@ The step is the trainer's own (:func:`~patchdino.train.step.forward_backward` an
 :func:`~patchdino.train.step.optimiser_step`, cut into phases by their ``phases`` argument);
 only the synchronisation between phases is added. Prints a table of milliseconds per step
 (median over ``--steps`` steps after ``--warmup``) and writes it as JSON with ``--json``.
+``--operators N`` then profiles ``--steps`` more steps with ``torch.profiler`` and prints the
+``N`` operators with the most CPU time of their own (what the phases are made of).
 
     python benchmarks/step_profile.py --config fashion_mnist_tiny --steps 30
 """
@@ -122,6 +124,29 @@ def profile_steps(
     return timer.times
 
 
+def operator_table(trainer: Trainer, steps: int, log_dir: Path, rows: int) -> str:
+    """The ``rows`` operators with the most own CPU time over ``steps`` profiled steps, with
+    each one's share of the total (profiler overhead included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        profile_steps(trainer, steps, 0, log_dir)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = [f"{'operator':<58}{'calls/step':>11}{'ms/step':>9}{'share':>8}"]
+    for event in events[:rows]:
+        lines.append(
+            f"{event.key[:57]:<58}{event.count / steps:>11.1f}"
+            f"{event.self_cpu_time_total / 1e3 / steps:>9.2f}"
+            f"{100 * event.self_cpu_time_total / total:>7.1f}%"
+        )
+    calls = sum(e.count for e in events) / steps
+    lines.append(
+        f"all {len(events)} operators: {calls:.0f} calls/step, {total / 1e3 / steps:.1f} ms/step"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def report(times: dict[str, list[float]], batch_size: int) -> dict[str, Any]:
     """Median milliseconds per phase, their share and the implied images per second."""
     rows = {p: statistics.median(times[p]) * 1e3 for p in PHASES if times.get(p)}
@@ -141,6 +166,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--operators", type=int, default=0, help="also list the N costliest operators (0: no)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     if args.threads:
@@ -149,6 +177,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, Path(folder) / "run", progress=False)
         times = profile_steps(trainer, args.steps, args.warmup, Path(folder))
+        operators = (
+            operator_table(trainer, args.steps, Path(folder), args.operators)
+            if args.operators
+            else ""
+        )
     result = report(times, config.optim.batch_size)
     result.update(
         machine=f"{platform.machine()}, {torch.get_num_threads()} threads, device "
@@ -162,6 +195,7 @@ def main() -> None:
     for phase, ms in result["ms_per_step"].items():
         print(f"{phase:<18}{ms:>10.2f}{100 * result['share'][phase]:>7.1f}%")
     print(f"{'total':<18}{result['total_ms']:>10.2f}   -> {result['images_per_s']:.0f} img/s")
+    print(operators, end="")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 
