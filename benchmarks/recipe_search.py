@@ -127,6 +127,51 @@ def seed_table(folders: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIRED_KEYS = (
+    ("knn20", "CLS k-NN"),
+    ("knn20_mean", "mean patch token k-NN"),
+    ("linear_top1", "linear"),
+)
+"""The measures :func:`paired_table` compares, with their column titles."""
+
+
+def paired_table(folders: list[Path], against: str) -> str:
+    """Markdown table of each candidate's difference from candidate ``against``, paired by
+    folder (one folder per seed): mean ± standard deviation of the per-seed differences, and
+    in how many seeds the difference has the sign of that mean."""
+    per_folder = [
+        {r["candidate"]: r for r in map(json.loads, (f / "results.jsonl").read_text().splitlines())}
+        for f in folders
+    ]
+    names = [n for n in dict.fromkeys(n for runs in per_folder for n in runs) if n != against]
+    titles = " | ".join(f"Δ {title} (points) | same sign" for _, title in PAIRED_KEYS)
+    lines = [
+        f"| candidate | seeds | {titles} |",
+        "| --- | ---: |" + " ---: | ---: |" * len(PAIRED_KEYS),
+    ]
+    for name in names:
+        cells, seeds = [], 0
+        for key, _ in PAIRED_KEYS:
+            deltas = [
+                runs[name][key] - runs[against][key]
+                for runs in per_folder
+                if name in runs
+                and against in runs
+                and not math.isnan(runs[name].get(key, math.nan))
+                and not math.isnan(runs[against].get(key, math.nan))
+            ]
+            seeds = max(seeds, len(deltas))
+            if not deltas:
+                cells += ["-", "-"]
+                continue
+            mean = statistics.fmean(deltas)
+            spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+            agree = sum(1 for d in deltas if d * mean > 0)
+            cells += [f"{mean:+.2f} ± {spread:.2f}", f"{agree}/{len(deltas)}"]
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def curve_figure(folder: Path, path: Path, args: argparse.Namespace) -> dict[str, float]:
     """Plot each run of ``folder`` as k-NN (curve subsets) against training minutes, with raw
     pixels on the same subsets as a line; returns that pixel score."""
@@ -204,6 +249,11 @@ def main() -> None:
         help="print the mean ± std table of earlier searches (one folder per seed) and stop",
     )
     parser.add_argument(
+        "--against",
+        metavar="CANDIDATE",
+        help="with --seeds-table: also each candidate's per-seed difference from this one",
+    )
+    parser.add_argument(
         "--curve-figure",
         nargs=2,
         metavar=("FOLDER", "PNG"),
@@ -213,6 +263,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds_table:
         print(seed_table(args.seeds_table), end="")
+        if args.against:
+            print("\n" + paired_table(args.seeds_table, args.against), end="")
         return
     if args.curve_figure:
         folder, figure = args.curve_figure

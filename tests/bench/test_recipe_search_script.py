@@ -61,3 +61,23 @@ def test_seed_table_gives_mean_and_spread_per_candidate(search: ModuleType, tmp_
     table = search.seed_table([tmp_path / "seed0", tmp_path / "seed1"])
     assert "| a | 2 | 71.00 ± 1.41 | 76.00 ± 1.41 | 76.00 ± 1.41 | 80.50 ± 0.71 |" in table
     assert "| b | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | 61.00 ± 0.00 | - |" in table  # no probe
+
+
+def test_paired_table_gives_per_seed_differences(search: ModuleType, tmp_path: Path) -> None:
+    scores = {"base": [70.0, 72.0, 71.0], "better": [71.0, 74.0, 71.5], "mixed": [69.0, 73.0, 71.0]}
+    folders = []
+    for seed in range(3):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        lines = [
+            json.dumps({"candidate": name, "knn20": v[seed], "knn20_mean": v[seed] + 1.0})
+            for name, v in scores.items()
+        ]
+        (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+        folders.append(folder)
+    table = search.paired_table(folders, "base")
+    assert "| base |" not in table
+    # differences 1, 2, 0.5: mean 1.17, sample std 0.76, all positive; no probe: no linear
+    assert "| better | 3 | +1.17 ± 0.76 | 3/3 | +1.17 ± 0.76 | 3/3 | - | - |" in table
+    # differences -1, 1, 0: mean 0, no seed has the sign of the mean
+    assert "| mixed | 3 | +0.00 ± 1.00 | 0/3 |" in table
