@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from patchdino.cli.main import main as patchdino
+from quality import paired_difference
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 TASKS = ("segment", "propagate", "copydetect", "retrieve")
@@ -133,7 +134,34 @@ def table(rows: dict[str, list[dict[str, Any]]], tasks: Sequence[str] = TASKS) -
     return "\n".join(lines)
 
 
-def merge(folders: Sequence[Path], output: Path, tasks: Sequence[str]) -> None:
+def paired_table(
+    rows: dict[str, list[dict[str, Any]]], against: str, tasks: Sequence[str] = TASKS
+) -> str:
+    """Markdown table of each label's difference from label ``against``, paired by position
+    (the n-th weights of every label are the same seed): mean ± std of the differences and the
+    seeds with the sign of the mean, per column of ``tasks``."""
+    columns = [column for column in COLUMNS if column[0] in tasks]
+    head = " | ".join(f"Δ {title} | same sign" for _, _, title in columns)
+    lines = [f"| weights | n | {head} |", "| --- | ---: |" + " ---: | ---: |" * len(columns)]
+    for label, records in rows.items():
+        if label == against:
+            continue
+        cells, count = [], 0
+        for command, key, _ in columns:
+            deltas = [
+                float(mine[command][key]) - float(theirs[command][key])
+                for mine, theirs in zip(records, rows[against])
+                if key in mine.get(command, {}) and key in theirs.get(command, {})
+            ]
+            count = max(count, len(deltas))
+            cells += list(paired_difference(deltas)) if deltas else ["-", "-"]
+        lines.append(f"| {label} | {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def merge(
+    folders: Sequence[Path], output: Path, tasks: Sequence[str], against: str | None = None
+) -> None:
     """Rows of several output folders under one table, labels in order of appearance."""
     rows: dict[str, list[dict[str, Any]]] = {}
     commands = []
@@ -146,6 +174,8 @@ def merge(folders: Sequence[Path], output: Path, tasks: Sequence[str]) -> None:
     merged = {"commands": commands, "rows": rows}
     (output / "downstream.json").write_text(json.dumps(merged, indent=2) + "\n")
     text = table(rows, tasks)
+    if against:
+        text += "\n\n" + paired_table(rows, against, tasks)
     (output / "table.md").write_text(text + "\n")
     print(text)
 
@@ -161,6 +191,11 @@ def main() -> None:
         help="combine the output folders of earlier runs (e.g. one per network) into --output",
     )
     parser.add_argument(
+        "--against",
+        metavar="LABEL",
+        help="with --merge: also each label's per-seed difference from this one",
+    )
+    parser.add_argument(
         "--tasks", type=lambda text: text.split(","), default=list(TASKS), help=",".join(TASKS)
     )
     parser.add_argument("--videos", help="Moving Fashion-MNIST (DAVIS layout), for propagate")
@@ -172,7 +207,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.output, args.tasks)
+        merge(args.merge, args.output, args.tasks, args.against)
         return
     if not args.weights:
         parser.error("give --weights (or --merge)")

@@ -274,6 +274,16 @@ def baselines(
     return {"random": random_init, "pixels": {"knn20": knn.top1[20]}}
 
 
+def paired_difference(deltas: list[float]) -> tuple[str, str]:
+    """Cells for per-seed differences between two settings: ``"+m ± s"`` (mean and sample
+    standard deviation, in points) and ``"k/n"``, the seeds whose difference has the sign of
+    the mean."""
+    mean = statistics.fmean(deltas)
+    spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+    agree = sum(1 for d in deltas if d * mean > 0)
+    return f"{mean:+.2f} ± {spread:.2f}", f"{agree}/{len(deltas)}"
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(r["variant"] for r in runs):

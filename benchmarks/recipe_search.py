@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from patchdino.config import load_config
-from quality import ABLATION, VARIANTS, Evaluator, baselines, run_variant
+from quality import ABLATION, VARIANTS, Evaluator, baselines, paired_difference, run_variant
 
 CANDIDATES: dict[str, list[str]] = {
     "base": [],
@@ -161,13 +161,7 @@ def paired_table(folders: list[Path], against: str) -> str:
                 and not math.isnan(runs[against].get(key, math.nan))
             ]
             seeds = max(seeds, len(deltas))
-            if not deltas:
-                cells += ["-", "-"]
-                continue
-            mean = statistics.fmean(deltas)
-            spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
-            agree = sum(1 for d in deltas if d * mean > 0)
-            cells += [f"{mean:+.2f} ± {spread:.2f}", f"{agree}/{len(deltas)}"]
+            cells += list(paired_difference(deltas)) if deltas else ["-", "-"]
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -25,10 +25,14 @@ views: {global_size: 28, local_size: 12, num_local: 2}
 
 @pytest.fixture(scope="module")
 def downstream() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("downstream", BENCHMARKS / "downstream.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling quality.py
+    try:
+        spec = importlib.util.spec_from_file_location("downstream", BENCHMARKS / "downstream.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return module
 
 
@@ -80,3 +84,27 @@ def test_merge(downstream: ModuleType, tmp_path: Path) -> None:
     downstream.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "all", ("segment",))
     text = (tmp_path / "all" / "table.md").read_text()
     assert "| grid | 2 | 42.00 ± 2.83 | - |" in text
+
+
+def test_paired_table(downstream: ModuleType, tmp_path: Path) -> None:
+    def record(miou: float, jf: float) -> dict[str, dict[str, float]]:
+        return {"segment": {"miou": miou}, "propagate": {"JF_mean": jf}}
+
+    rows = {
+        "grid": [record(40.0, 50.0), record(44.0, 52.0)],
+        "dino": [record(30.0, 51.0), record(36.0, 50.0)],
+    }
+    text = downstream.paired_table(rows, "grid", ("segment",))
+    assert "| grid |" not in text
+    assert "| dino | 2 | -9.00 ± 1.41 | 2/2 | - | - |" in text  # mIoU, pixel accuracy
+    text = downstream.paired_table(rows, "grid", ("propagate",))
+    assert "| dino | 2 | -0.50 ± 2.12 | 1/2 | - | - | - | - |" in text  # J&F, J, F
+    for name, records in rows.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        summary = {"command": f"run {name}", "rows": {name: records}}
+        (folder / "downstream.json").write_text(json.dumps(summary))
+    downstream.merge(
+        [tmp_path / "grid", tmp_path / "dino"], tmp_path / "all", ("segment",), against="grid"
+    )
+    assert "| dino | 2 | -9.00 ± 1.41 | 2/2 |" in (tmp_path / "all" / "table.md").read_text()
