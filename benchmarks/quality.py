@@ -13,7 +13,9 @@ The rows of the reference-versus-patchdino table (docs/method.md section 6), eac
 alone from ``grid``:
 
 - ``cls_split``: ``loss.cls_weighting=split`` (fixed CLS and patch shares);
-- ``centre_shared``: ``loss.centre=shared`` (one centre for CLS, one for all patches);
+- ``centre_position``: ``loss.centre=position`` (one centre per token position, the
+  reference's; ``fashion_mnist_tiny`` uses ``shared``, one for CLS and one for all patches);
+- ``centre_shared``: ``loss.centre=shared`` (the same row for configs that keep ``position``);
 - ``separate_head``: ``model.patch_head=separate`` (a head of their own for the patches);
 - ``local_local``: ``loss.local_local=true`` (local views paired with each other too);
 - ``centre_all``: ``loss.centre_tokens=all`` (centre statistics from every teacher token);
@@ -87,6 +89,7 @@ VARIANTS: dict[str, list[str]] = {
     "nearest": ["loss.patch_loss=true", "loss.matching=nearest"],
     "grid_sampled": ["loss.patch_loss=true", "loss.matching=grid", "loss.patch_pairs_per_view=8"],
     "cls_split": ["loss.cls_weighting=split"],
+    "centre_position": ["loss.centre=position"],
     "centre_shared": ["loss.centre=shared"],
     "separate_head": ["model.patch_head=separate"],
     "local_local": ["loss.local_local=true"],
@@ -100,7 +103,7 @@ ABLATION = (
     "dino",
     "nearest",
     "cls_split",
-    "centre_shared",
+    "centre_position",
     "separate_head",
     "grid_sampled",
     "local_local",

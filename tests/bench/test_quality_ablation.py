@@ -40,7 +40,11 @@ def test_each_ablation_row_toggles_one_option(quality: ModuleType) -> None:
     for name in quality.ABLATION:
         changed = _changed(quality.VARIANTS[name])
         if name == "paper":
-            assert changed == {"views.geometry": "per_batch", "loss.centre_tokens": "all"}
+            assert changed == {
+                "views.geometry": "per_batch",
+                "loss.centre": "position",
+                "loss.centre_tokens": "all",
+            }
         elif name != "grid":
             assert len(changed) == 1, (name, changed)
 
