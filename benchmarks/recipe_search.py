@@ -6,7 +6,9 @@ pretrains on the training images minus ``--holdout`` held-out ones (``data.holdo
 evaluated by k-NN (k = 20, CLS of the teacher) with the remaining training images as memory
 and the held-out ones as queries, at a few points of the run (on fixed subsets) and at the end
 (all of them). Results are appended to ``results.jsonl`` in ``--output`` as each candidate
-finishes, and ``table.md`` is rewritten, so an interrupted search keeps what it measured.
+finishes, and ``table.md`` is rewritten, so an interrupted search keeps what it measured;
+the same command again skips the candidates already in ``results.jsonl``. ``--ablation`` adds
+the rows of ``benchmarks/quality.py``'s ablation as candidates.
 
 Run one search at a time on an otherwise idle machine: the minutes are part of the result.
 
