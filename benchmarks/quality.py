@@ -55,7 +55,9 @@ from typing import Any
 import torch
 
 from patchdino.config import Config, load_config
+from patchdino.data.datasets.base import CanvasDataset
 from patchdino.data.datasets.holdout import holdout_part
+from patchdino.data.datasets.in_memory import InMemoryDataset
 from patchdino.eval import extract_features, knn_classify, train_linear_probe
 from patchdino.eval.backbone_loading import PooledBackbone
 from patchdino.eval.eval_data import Normalise, eval_loader, open_split
@@ -239,7 +241,8 @@ def run_variant(
             "train_cpu_seconds": train_cpu_seconds,
         }
         (args.output / f"partial_{name}_seed{seed}.json").write_text(json.dumps(partial))
-    result = evaluator.final(trainer.step_module.model.teacher.backbone.eval(), args.probe_epochs)
+    teacher = trainer.step_module.model.teacher.backbone.eval()
+    result: dict[str, Any] = dict(evaluator.final(teacher, args.probe_epochs))
     result.update(
         variant=name,
         seed=seed,
@@ -257,6 +260,13 @@ def run_variant(
     return result
 
 
+def pixel_images(dataset: CanvasDataset) -> torch.Tensor:
+    """The ``(N, C, H, W)`` uint8 images of an in-memory data set, for raw-pixel baselines."""
+    if not isinstance(dataset, InMemoryDataset):
+        raise SystemExit("raw-pixel baselines need an in-memory data set (IDX or CIFAR files)")
+    return dataset.images
+
+
 def baselines(
     config: Config, evaluator: Evaluator, args: argparse.Namespace
 ) -> dict[str, dict[str, float]]:
@@ -269,9 +279,10 @@ def baselines(
     random_init = evaluator.final(
         model.teacher.backbone.eval().to(evaluator.device), args.probe_epochs
     )
-    mean, std = pixel_statistics(evaluator.train.images)
-    train = pixel_features(evaluator.train.images, mean, std)
-    test = pixel_features(evaluator.test.images, mean, std)
+    train_images, test_images = pixel_images(evaluator.train), pixel_images(evaluator.test)
+    mean, std = pixel_statistics(train_images)
+    train = pixel_features(train_images, mean, std)
+    test = pixel_features(test_images, mean, std)
     labels = evaluator.train.labels, evaluator.test.labels
     knn = knn_classify(train, labels[0], test, labels[1], ks=(20,), device=evaluator.device)
     return {"random": random_init, "pixels": {"knn20": knn.top1[20]}}

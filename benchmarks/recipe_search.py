@@ -31,7 +31,15 @@ from typing import Any
 import torch
 
 from patchdino.config import load_config
-from quality import ABLATION, VARIANTS, Evaluator, baselines, paired_difference, run_variant
+from quality import (
+    ABLATION,
+    VARIANTS,
+    Evaluator,
+    baselines,
+    paired_difference,
+    pixel_images,
+    run_variant,
+)
 
 CANDIDATES: dict[str, list[str]] = {
     "base": [],
@@ -182,8 +190,8 @@ def curve_figure(folder: Path, path: Path, args: argparse.Namespace) -> dict[str
     common = [*args.overrides, f"data.holdout={args.holdout}"]
     config = load_config(args.config, common + ([f"data.path='{args.data}'"] if args.data else []))
     evaluator = Evaluator(config, torch.device("cpu"), args.curve_train, args.curve_test)
-    train = evaluator.train.images[evaluator.curve_train.sort().values]
-    test = evaluator.test.images[evaluator.curve_test.sort().values]
+    train = pixel_images(evaluator.train)[evaluator.curve_train.sort().values]
+    test = pixel_images(evaluator.test)[evaluator.curve_test.sort().values]
     mean, std = pixel_statistics(train)
     pixels = knn_classify(
         pixel_features(train, mean, std),
