@@ -92,6 +92,15 @@ def parse_try(text: str) -> tuple[str, list[str]]:
     return name, overrides
 
 
+RESULTS = "results.jsonl"
+"""The file of a search folder holding one JSON record per measured candidate."""
+
+
+def read_results(folder: Path) -> list[dict[str, Any]]:
+    """The records of ``folder``'s results file, in the order measured."""
+    return [json.loads(line) for line in (folder / RESULTS).read_text().splitlines()]
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown table of the results, best validation k-NN first."""
     lines = [
@@ -113,9 +122,7 @@ def seed_table(folders: list[Path]) -> str:
     """Markdown table of the candidates found in several search folders (one per seed):
     mean ± standard deviation over the seeds of each (no times: the folders may come from
     runs with different thread counts or load)."""
-    results = [
-        json.loads(line) for f in folders for line in (f / "results.jsonl").read_text().splitlines()
-    ]
+    results = [record for folder in folders for record in read_results(folder)]
     lines = [
         "| candidate | seeds | val k-NN CLS (%) | mean patch token | both | linear CLS (%) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -149,10 +156,7 @@ def paired_table(folders: list[Path], against: str) -> str:
     """Markdown table of each candidate's difference from candidate ``against``, paired by
     folder (one folder per seed): mean ± standard deviation of the per-seed differences, and
     in how many seeds the difference has the sign of that mean."""
-    per_folder = [
-        {r["candidate"]: r for r in map(json.loads, (f / "results.jsonl").read_text().splitlines())}
-        for f in folders
-    ]
+    per_folder = [{r["candidate"]: r for r in read_results(folder)} for folder in folders]
     names = [n for n in dict.fromkeys(n for runs in per_folder for n in runs) if n != against]
     titles = " | ".join(f"Δ {title} (points) | same sign" for _, title in PAIRED_KEYS)
     lines = [
@@ -186,7 +190,7 @@ def curve_figure(folder: Path, path: Path, args: argparse.Namespace) -> dict[str
 
     from patchdino.eval import knn_classify, pixel_features, pixel_statistics
 
-    results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    results = read_results(folder)
     common = [*args.overrides, f"data.holdout={args.holdout}"]
     config = load_config(args.config, common + ([f"data.path='{args.data}'"] if args.data else []))
     evaluator = Evaluator(config, torch.device("cpu"), args.curve_train, args.curve_test)
@@ -284,8 +288,8 @@ def main() -> None:
     if not candidates:
         parser.error("no candidates: give --candidates and/or --try")
     args.output.mkdir(parents=True, exist_ok=True)
-    log = args.output / "results.jsonl"
-    results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    log = args.output / RESULTS
+    results = read_results(args.output) if log.exists() else []
     device = torch.device(args.device)
     common = [*args.overrides, f"data.holdout={args.holdout}"]
     if args.data:
