@@ -59,8 +59,8 @@ PAPER = ["--arch", "vit_small_patch16_224", "--batch-size", "128", "--precision"
 """The paper's setting for ``patchdino bench`` (its default views are 2 x 224 + 8 x 96)."""
 
 CHEAPER = [
-    "pairs16:loss.patch_pairs_per_view=16",
-    "pairs8:loss.patch_pairs_per_view=8",
+    "pairs16:loss.terms.patch.pairs_per_view=16",
+    "pairs8:loss.terms.patch.pairs_per_view=8",
     "narrow:model.patch_head=separate,model.patch_out_dim=8192",
 ]
 """The cheaper settings of the patch loss, as ``--variant`` rows."""

@@ -54,25 +54,26 @@ from typing import Any
 
 import torch
 
-from patchdino.config import Config, load_config
+from patchdino.config import Config, flatten_tree, load_config
+from patchdino.data.datasets import normalisation
 from patchdino.data.datasets.base import CanvasDataset
 from patchdino.data.datasets.holdout import holdout_part
 from patchdino.data.datasets.in_memory import InMemoryDataset
 from patchdino.eval import extract_features, knn_classify, train_linear_probe
 from patchdino.eval.backbone_loading import PooledBackbone
 from patchdino.eval.eval_data import Normalise, eval_loader, open_split
-from patchdino.train.build import data_kind, data_path, normalisation
+from patchdino.train.build import data_kind, data_path
 from patchdino.train.trainer import Trainer
 
 PAPER_ROWS = (
     "views.geometry",
     "model.patch_head",
-    "loss.patch_loss",
-    "loss.matching",
+    "loss.terms.patch.weight",
+    "loss.terms.patch.matching",
     "loss.cls_weighting",
     "loss.centre",
     "loss.centre_tokens",
-    "loss.patch_pairs_per_view",
+    "loss.terms.patch.pairs_per_view",
     "loss.local_local",
 )
 """The behaviour rows the ``paper`` variant takes from the packaged ``paper`` preset."""
@@ -80,16 +81,20 @@ PAPER_ROWS = (
 
 def paper_overrides() -> list[str]:
     """``key=value`` overrides giving :data:`PAPER_ROWS` the ``paper`` preset's values."""
-    paper = load_config("paper").to_dict()
-    values = {key: paper[key.split(".")[0]][key.split(".")[1]] for key in PAPER_ROWS}
+    paper = flatten_tree(load_config("paper").to_dict())
+    values = {key: paper[key] for key in PAPER_ROWS}
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
 VARIANTS: dict[str, list[str]] = {
-    "dino": ["loss.patch_loss=false"],
-    "grid": ["loss.patch_loss=true", "loss.matching=grid"],
-    "nearest": ["loss.patch_loss=true", "loss.matching=nearest"],
-    "grid_sampled": ["loss.patch_loss=true", "loss.matching=grid", "loss.patch_pairs_per_view=8"],
+    "dino": ["loss.terms.patch.weight=0"],
+    "grid": ["loss.terms.patch.weight=1", "loss.terms.patch.matching=grid"],
+    "nearest": ["loss.terms.patch.weight=1", "loss.terms.patch.matching=nearest"],
+    "grid_sampled": [
+        "loss.terms.patch.weight=1",
+        "loss.terms.patch.matching=grid",
+        "loss.terms.patch.pairs_per_view=8",
+    ],
     "cls_split": ["loss.cls_weighting=split"],
     "centre_position": ["loss.centre=position"],
     "centre_shared": ["loss.centre=shared"],

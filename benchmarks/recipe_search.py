@@ -61,7 +61,7 @@ CANDIDATES: dict[str, list[str]] = {
         "model.hidden_dim=256",
         "model.bottleneck_dim=64",
     ],
-    "mom98_pairs2": ["optim.momentum_teacher=0.98", "loss.patch_pairs_per_view=2"],
+    "mom98_pairs2": ["optim.momentum_teacher=0.98", "loss.terms.patch.pairs_per_view=2"],
     "mom98_lr2x_head256": [
         "optim.momentum_teacher=0.98",
         "optim.lr=0.008",
@@ -76,8 +76,8 @@ CANDIDATES: dict[str, list[str]] = {
     "local8": ["views.num_local=8"],
     "gscale": ["views.global_scale=[0.3,1.0]", "views.local_scale=[0.1,0.3]"],
     "noblur": ["views.blur_p=[0.0,0.0,0.0]"],
-    "nearest": ["loss.matching=nearest"],
-    "dino": ["loss.patch_loss=false"],
+    "nearest": ["loss.terms.patch.matching=nearest"],
+    "dino": ["loss.terms.patch.weight=0"],
     "batch128": ["optim.batch_size=128"],
     "batch32": ["optim.batch_size=32"],
 }
@@ -321,7 +321,7 @@ def main() -> None:
             config=args.config,
         )
         run_args.output.mkdir(parents=True, exist_ok=True)
-        variant = "grid" if "loss.patch_loss=false" not in own else "dino"
+        variant = "grid" if "loss.terms.patch.weight=0" not in own else "dino"
         print(f"{name}: {steps} steps of batch {config.optim.batch_size}", flush=True)
         result = run_variant(variant, args.seed, run_args, evaluator)
         result.update(

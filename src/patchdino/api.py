@@ -65,10 +65,9 @@ def eval_transform(
         InputError: unreadable weights, an unknown kind or a size that is not a multiple of
             the patch size.
     """
-    from patchdino.data.datasets import get_kind
+    from patchdino.data.datasets import get_kind, normalisation
     from patchdino.errors import InputError
     from patchdino.eval.eval_data import eval_mode
-    from patchdino.train.build import normalisation
 
     loaded = (
         weights if isinstance(weights, LoadedBackbone) else load_backbone(weights, checkpoint_key)

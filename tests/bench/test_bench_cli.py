@@ -52,7 +52,7 @@ def test_bench_runs_every_mode_and_writes_json(
             "bench",
             *TINY,
             "--variant",
-            "pairs2:loss.patch_pairs_per_view=2",
+            "pairs2:loss.terms.patch.pairs_per_view=2",
             "--variant",
             "narrow:model.patch_head=separate,model.patch_out_dim=16",
             "--json",
@@ -87,8 +87,8 @@ def test_bench_rejects_bad_modes_and_variants(capsys: pytest.CaptureFixture[str]
     assert "unknown mode" in capsys.readouterr().err
     assert main(["bench", *TINY, "--variant", "novalue"]) == 2
     assert "NAME:key=value" in capsys.readouterr().err
-    assert main(["bench", *TINY, "loss.patch_pairs_per_view=-2"]) == 2
-    assert "patch_pairs_per_view" in capsys.readouterr().err
+    assert main(["bench", *TINY, "loss.terms.patch.pairs_per_view=-2"]) == 2
+    assert "loss.terms.patch.pairs_per_view" in capsys.readouterr().err
 
 
 def test_out_of_memory_marks_the_row_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,7 +46,7 @@ def test_a_repeated_case_reports_the_same_peak_as_the_first() -> None:
         "model.hidden_dim=512",
         "optim.batch_size=4",
     ]
-    cases = make_cases(["patch"], tiny, [("again", ["loss.patch_loss=true"])])
+    cases = make_cases(["patch"], tiny, [("again", ["loss.terms.patch.weight=1"])])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

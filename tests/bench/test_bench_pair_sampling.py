@@ -1,4 +1,4 @@
-"""Sampling of matched patch pairs (loss.patch_pairs_per_view)."""
+"""Sampling of matched patch pairs (loss.terms.patch.pairs_per_view)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,10 @@ def test_pretrain_step_plan_samples_pairs_per_sample_and_view_pair() -> None:
 
 
 def test_config_field_is_validated() -> None:
-    assert load_config(None, ["loss.patch_pairs_per_view=8"]).loss.patch_pairs_per_view == 8
-    assert load_config(None).loss.patch_pairs_per_view == 0
-    with pytest.raises(ConfigError, match="patch_pairs_per_view"):
-        load_config(None, ["loss.patch_pairs_per_view=-1"])
+    assert (
+        load_config(None, ["loss.terms.patch.pairs_per_view=8"]).loss.terms.patch.pairs_per_view
+        == 8
+    )
+    assert load_config(None).loss.terms.patch.pairs_per_view == 0
+    with pytest.raises(ConfigError, match="loss.terms.patch.pairs_per_view"):
+        load_config(None, ["loss.terms.patch.pairs_per_view=-1"])

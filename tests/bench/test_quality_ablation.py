@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from patchdino.config import load_config
+from patchdino.config import config_keys, load_config
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -24,14 +24,9 @@ def quality() -> ModuleType:
 
 def _changed(overrides: list[str]) -> dict[str, object]:
     """The fields ``overrides`` change from the packaged Fashion-MNIST recipe."""
-    base = load_config("fashion_mnist_tiny").to_dict()
-    new = load_config("fashion_mnist_tiny", overrides).to_dict()
-    return {
-        f"{section}.{key}": value
-        for section, values in new.items()
-        for key, value in values.items()
-        if base[section][key] != value
-    }
+    base = config_keys(load_config("fashion_mnist_tiny"))
+    new = config_keys(load_config("fashion_mnist_tiny", overrides))
+    return {key: value for key, value in new.items() if base[key] != value}
 
 
 def test_each_ablation_row_toggles_one_option(quality: ModuleType) -> None:
@@ -50,8 +45,7 @@ def test_each_ablation_row_toggles_one_option(quality: ModuleType) -> None:
 
 
 def test_paper_variant_takes_the_presets_rows(quality: ModuleType) -> None:
-    paper = load_config("paper").to_dict()
-    variant = load_config("fashion_mnist_tiny", quality.VARIANTS["paper"]).to_dict()
+    paper = config_keys(load_config("paper"))
+    variant = config_keys(load_config("fashion_mnist_tiny", quality.VARIANTS["paper"]))
     for key in quality.PAPER_ROWS:
-        section, name = key.split(".")
-        assert variant[section][name] == paper[section][name], key
+        assert variant[key] == paper[key], key

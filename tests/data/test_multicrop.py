@@ -16,7 +16,6 @@ from patchdino.data.multicrop import (
     MultiCropAugmentation,
     MultiCropSpec,
     images_to_batch,
-    view_problems,
 )
 
 SMALL = {"global_size": 32, "local_size": 16, "patch_size": 8, "num_local": 4}
@@ -247,7 +246,7 @@ def test_spec_from_config_views() -> None:
     assert (spec.patch_size, spec.mean, spec.num_global) == (8, (0.5,), 2)
     with pytest.raises(ValueError, match="global_size 32 is not divisible by patch_size 5"):
         MultiCropSpec.from_views(views, patch_size=5)
-    assert view_problems(views, 8) == []
+    assert views.problems("views.") + views.patch_problems(8, "views.", "model.patch_size") == []
 
 
 def test_bad_inputs() -> None:

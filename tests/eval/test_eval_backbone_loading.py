@@ -13,17 +13,16 @@ import torch
 from safetensors.torch import save_file
 
 import patchdino.train.trainer as trainer_module
+from patchdino.checkpoint import load_checkpoint, save_checkpoint
 from patchdino.cli.main import main
-from patchdino.config import Config
+from patchdino.config import Config, config_from_dict
 from patchdino.eval.backbone_loading import (
     BackboneLoadError,
     PooledBackbone,
-    config_from_dict,
     load_backbone,
     read_weights,
 )
 from patchdino.eval.export import export_backbone
-from patchdino.train.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = """\
 model: {arch: vit_pico, patch_size: 4, out_dim: 64, patch_out_dim: 64, hidden_dim: 32,
@@ -86,7 +85,7 @@ def test_key_picks_the_network(run: Path, tmp_path: Path) -> None:
 def test_given_config_of_the_same_architecture(run: Path, tmp_path: Path) -> None:
     (tmp_path / "same.yaml").write_text(TINY + "loss: {matching: nearest}\n")
     backbone, config, _ = load_backbone(run, config_path=tmp_path / "same.yaml")
-    assert config.loss.matching == "nearest" and config.data.kind == "fashion_mnist"
+    assert config.loss.terms.patch.matching == "nearest" and config.data.kind == "fashion_mnist"
     reference = load_backbone(run).backbone
     x = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(backbone(x), reference(x), rtol=0, atol=0)

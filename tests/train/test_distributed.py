@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 from torch import Tensor
 from train_fixtures import THREAD_ENV, TINY, steps, tiny_config, write_idx_folder
 
+from patchdino.checkpoint import load_checkpoint
 from patchdino.config import Config
 from patchdino.data.batch import MultiCropBatch
 from patchdino.data.geometry import ViewGeometry
@@ -26,7 +27,6 @@ from patchdino.data.loader import batch_indices, resume_position
 from patchdino.errors import InputError
 from patchdino.train import distributed
 from patchdino.train.build import build_augmentation, build_loss, build_model
-from patchdino.train.checkpoint import load_checkpoint
 from patchdino.train.metrics import read_metrics
 from patchdino.train.step import PretrainStep
 from patchdino.train.trainer import Trainer, has_unused_parameters, step_seed
@@ -42,7 +42,7 @@ EQUIVALENCE_CONFIGS = {
 }
 """The shared head (position centre) and a separate patch head (its own centre)."""
 
-UNUSED_HEAD = ["model.drop_path=0.0", "model.patch_head=separate", "loss.patch_loss=false"]
+UNUSED_HEAD = ["model.drop_path=0.0", "model.patch_head=separate", "loss.terms.patch.weight=0"]
 """A separate patch head that the loss never uses: DDP must search for unused parameters."""
 
 
@@ -203,7 +203,7 @@ def _build(config: Config) -> tuple[PretrainStep, MultiCropBatch]:
     """The step module (same weights everywhere) and the views of the full 2 x PER_RANK batch."""
     torch.manual_seed(config.run.seed)
     step_module = PretrainStep(
-        build_model(config, 1), build_loss(config), config.loss.matching, 0.5
+        build_model(config, 1), build_loss(config), config.loss.terms.patch.matching, 0.5
     ).train()
     images = torch.randint(
         0,

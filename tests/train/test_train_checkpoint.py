@@ -11,7 +11,7 @@ import pytest
 import torch
 from train_fixtures import cli_args, run_cli, single_thread, write_idx_folder
 
-from patchdino.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from patchdino.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from patchdino.train.trainer import CHECKPOINT_FORMAT
 
 pytestmark = pytest.mark.usefixtures("no_loss_plots")

@@ -19,7 +19,7 @@ from train_fixtures import (
     tensorboard_scalars,
 )
 
-from patchdino.train.checkpoint import load_checkpoint
+from patchdino.checkpoint import load_checkpoint
 
 TOTAL = 14
 """Steps of every run here: long enough to kill the subprocess in the middle."""

@@ -19,8 +19,8 @@ from train_fixtures import (
 
 import patchdino.train.step as step_module
 import patchdino.train.trainer as trainer_module
+from patchdino.checkpoint import load_checkpoint
 from patchdino.losses import LocalGlobalLoss
-from patchdino.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("no_loss_plots")
 

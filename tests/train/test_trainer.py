@@ -25,8 +25,8 @@ from train_fixtures import (
 )
 
 import patchdino.train.trainer as trainer_module
+from patchdino.checkpoint import load_checkpoint
 from patchdino.config import load_config
-from patchdino.train.checkpoint import load_checkpoint
 from patchdino.train.metrics import MetricsWriter, read_metrics
 from patchdino.train.trainer import Trainer
 from patchdino.viz.curves import plot_loss_curves
@@ -150,8 +150,8 @@ def test_extending_max_steps_continues_on_the_longer_schedule(
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["loss.patch_loss=false"],
-        ["loss.matching=nearest", "loss.match_threshold=0.75"],
+        ["loss.terms.patch.weight=0"],
+        ["loss.terms.patch.matching=nearest", "loss.terms.patch.match_threshold=0.75"],
         ["loss.local_local=true"],
         ["optim.accumulation=2", "optim.batch_size=4"],
         ["model.patch_head=separate", "loss.centre=shared"],

@@ -2,7 +2,7 @@
 
 Modes:
 
-- ``cls``: model-only training step of plain DINO (``loss.patch_loss=false``).
+- ``cls``: model-only training step of plain DINO (``loss.terms.patch.weight=0``).
 - ``patch``: model-only training step with the patch loss (the paper's setting).
 - ``reference``: the same loss computed as the reference does (head on all tokens, per-pair
   gathers and cross-entropies; :mod:`patchdino.bench.reference_loss`).
@@ -11,7 +11,7 @@ Modes:
 
 A model-only step takes views and plan already on the device and runs the student's forward
 and backward, the teacher's forward, the optimiser step and the EMA update. Variants are extra
-``patch`` rows with their own ``key=value`` overrides (e.g. ``loss.patch_pairs_per_view=16``).
+``patch`` rows with their own ``key=value`` overrides (e.g. ``loss.terms.patch.pairs_per_view=16``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ _MODE_KIND = {
     "pipeline": "pipeline",
     "end2end": "end2end",
 }
-_MODE_OVERRIDES: dict[str, tuple[str, ...]] = {"cls": ("loss.patch_loss=false",)}
+_MODE_OVERRIDES: dict[str, tuple[str, ...]] = {"cls": ("loss.terms.patch.weight=0",)}
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
     if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
         raise InputError(
             f"variant {text!r} must look like NAME:key=value[,key=value...], e.g. "
-            "pairs16:loss.patch_pairs_per_view=16"
+            "pairs16:loss.terms.patch.pairs_per_view=16"
         )
     return name.strip(), overrides
 

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from patchdino.config import Config
 from patchdino.data.batch import MultiCropBatch
-from patchdino.train.build import build_augmentation, normalisation
+from patchdino.data.datasets import normalisation
+from patchdino.train.build import build_augmentation
 
 Planner = Callable[[MultiCropBatch, torch.Generator | None], Any]
 """``plan(batch, generator)`` of a step module."""

@@ -22,8 +22,8 @@ from patchdino.bench.model_step import TrainingStep
 from patchdino.bench.pipeline import InputPipeline, synthetic_canvas
 from patchdino.bench.results import OOM, BenchResult, BenchRow
 from patchdino.losses import PairPlan
+from patchdino.precision import effective_precision
 from patchdino.train.build import build_step
-from patchdino.train.precision import effective_precision
 
 Log = Callable[[str], None]
 

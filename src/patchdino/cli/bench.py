@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
         help="extra model-step row with its own overrides, e.g. "
-        "pairs16:loss.patch_pairs_per_view=16 (repeatable)",
+        "pairs16:loss.terms.patch.pairs_per_view=16 (repeatable)",
     )
     parser.add_argument("--canvas", type=int, default=320, help="side of the source images")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")

@@ -72,7 +72,7 @@ def _match_figure(data: Path, config: Any, out: Path) -> Path:
             "--locals",
             str(v.num_local),
             "--mode",
-            config.loss.matching,
+            config.loss.terms.patch.matching,
         ]
     )
     return out / "match" / "matches.png"
@@ -82,9 +82,8 @@ def _attention_figure(data: Path, checkpoint: Path, out: Path) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from patchdino.data.datasets import build_dataset
+    from patchdino.data.datasets import build_dataset, normalisation
     from patchdino.eval.backbone_loading import load_backbone
-    from patchdino.train.build import normalisation
     from patchdino.viz.attention import attention_maps, plot_attention
 
     loaded = load_backbone(checkpoint, "teacher")
@@ -159,9 +158,9 @@ Total time {summary["total_minutes"]:.1f} min.
 
 
 def run(args: argparse.Namespace) -> int:
+    from patchdino.checkpoint import CHECKPOINT_NAME
     from patchdino.config import load_config, resolve_config_path
     from patchdino.data.datasets import find_fashion_mnist
-    from patchdino.train.checkpoint import CHECKPOINT_NAME
     from patchdino.train.distributed import resolve_device
     from patchdino.train.metrics import read_metrics
 
@@ -244,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         "final_loss": last["loss"],
         "final_cls": last["loss_cls"],
         "final_patch": last["loss_patch"],
-        "matching": config.loss.matching,
+        "matching": config.loss.terms.patch.matching,
         "total_minutes": (time.perf_counter() - started) / 60,
     }
     report = _report(out, results, summary)

@@ -4,7 +4,7 @@ Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`
 the user can fix print one message on stderr and exit with code 2, without a traceback: the
 command line's :class:`~patchdino.cli.errors.UsageError`, the library's
 :class:`~patchdino.errors.InputError` (:class:`~patchdino.config.ConfigError` among them) and a
-refused or unreadable checkpoint (:class:`~patchdino.train.checkpoint.CheckpointError`). Any
+refused or unreadable checkpoint (:class:`~patchdino.checkpoint.CheckpointError`). Any
 other exception is a bug and keeps its traceback; ``--debug`` shows the traceback of the
 one-line errors too.
 """
@@ -98,9 +98,9 @@ def parse_arguments(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    from patchdino.checkpoint import CheckpointError
     from patchdino.cli.errors import UsageError
     from patchdino.errors import InputError
-    from patchdino.train.checkpoint import CheckpointError
 
     args = parse_arguments(build_parser(), argv)
     module = importlib.import_module(f"patchdino.cli.{args.command}")

@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="any config field, e.g. optim.lr=1e-3 loss.matching=nearest; anywhere among "
-        "the options, applied after them in order",
+        help="any config field, e.g. optim.lr=1e-3 loss.terms.patch.matching=nearest; anywhere "
+        "among the options, applied after them in order",
     )
 
 

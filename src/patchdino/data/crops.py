@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from patchdino.config.checks import interval_problem
+
 
 def uniform(
     shape: tuple[int, ...],
@@ -46,25 +48,6 @@ def uniform(
     source = generator.device if generator is not None else device
     draws = torch.rand(shape, generator=generator, device=source).to(device)
     return low + (high - low) * draws
-
-
-def interval_problem(
-    name: str, interval: tuple[float, float], upper: float = math.inf
-) -> str | None:
-    """Why ``interval`` is not a range ``0 < min <= max <= upper``, or None when it is.
-
-    The one rule for the scale and aspect-ratio ranges of crops, wherever they are given.
-
-    Args:
-        name: name of the range in the message.
-        interval: ``(min, max)``.
-        upper: largest allowed ``max`` (``math.inf``: no bound).
-    """
-    low, high = interval
-    if 0.0 < low <= high <= upper:
-        return None
-    bound = "" if math.isinf(upper) else f" <= {upper:g}"
-    return f"{name} must satisfy 0 < min <= max{bound}, got {tuple(interval)}"
 
 
 def sample_crop_boxes(

@@ -17,7 +17,6 @@ seeded generator gives the same geometry with ``photometric`` on or off.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -27,69 +26,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from patchdino.config import ViewsConfig
+from patchdino.config.checks import interval_problem, literal_values
+from patchdino.config.views import Geometry, ViewsConfig
 from patchdino.data.batch import MultiCropBatch
-from patchdino.data.crops import interval_problem, sample_crop_boxes, sample_flips
+from patchdino.data.crops import sample_crop_boxes, sample_flips
 from patchdino.data.geometry import ViewGeometry
 from patchdino.data.photometric import PhotometricAugmentation
 from patchdino.data.photometric import normalize as _normalize
 from patchdino.data.resample import crop_resize, replicate_padding
 
-GEOMETRIES = ("per_sample", "per_batch")
+GEOMETRIES: tuple[str, ...] = literal_values(Geometry) or ()
 """``views.geometry`` values: crop boxes and flips drawn per sample or once per batch."""
-
-_PROBABILITIES = {"flip_p": 1, "color_jitter_p": 1, "grayscale_p": 1, "blur_p": 3, "solarize_p": 3}
-"""Probability fields of the views and how many values each holds."""
-
-
-def view_problems(
-    views: ViewsConfig, patch_size: int, prefix: str = "", patch_key: str = "patch_size"
-) -> list[str]:
-    """Every impossible value among the configurable view settings, as one-line messages.
-
-    The one check of these fields: :func:`patchdino.config.validate` reports its problems
-    with ``prefix="views."`` and ``patch_key="model.patch_size"``, and
-    :class:`MultiCropSpec` raises the first one.
-
-    Args:
-        views: the view settings.
-        patch_size: ViT patch side, which must divide both view sizes.
-        prefix: put before each field name in the messages.
-        patch_key: name of the patch size in the messages.
-    """
-    problems: list[str] = []
-    if patch_size < 1:
-        problems.append(f"{patch_key} must be positive, got {patch_size}")
-    else:
-        for name in ("global_size", "local_size"):
-            size = getattr(views, name)
-            if size < 1 or size % patch_size:
-                problems.append(
-                    f"{prefix}{name} {size} is not divisible by {patch_key} {patch_size}"
-                )
-    if views.local_size > views.global_size:
-        problems.append(
-            f"{prefix}local_size {views.local_size} is larger than {prefix}global_size "
-            f"{views.global_size}; local views are the small crops, global views the large ones"
-        )
-    for name, upper in (("global_scale", 1.0), ("local_scale", 1.0), ("ratio", math.inf)):
-        problem = interval_problem(prefix + name, getattr(views, name), upper)
-        if problem is not None:
-            problems.append(problem)
-    if views.num_local < 0:
-        problems.append(f"{prefix}num_local must be >= 0, got {views.num_local}")
-    if views.geometry not in GEOMETRIES:
-        problems.append(
-            f"{prefix}geometry: '{views.geometry}' is not one of {', '.join(GEOMETRIES)}"
-        )
-    for name, count in _PROBABILITIES.items():
-        value = getattr(views, name)
-        values = value if isinstance(value, tuple) else (value,)
-        if len(values) != count:
-            problems.append(f"{prefix}{name} needs {count} probabilities, got {value}")
-        elif not all(0.0 <= v <= 1.0 for v in values):
-            problems.append(f"{prefix}{name} must lie in [0, 1], got {value}")
-    return problems
 
 
 @dataclass
@@ -99,7 +46,8 @@ class MultiCropSpec(ViewsConfig):
     The configurable fields (sizes, scales, ``num_local``, ``ratio``, flip and photometric
     probabilities) are those of :class:`~patchdino.config.ViewsConfig`, with its defaults;
     :meth:`from_views` copies them from a config section. Lists are accepted for tuples
-    (e.g. from YAML). The fields are checked by :func:`view_problems`.
+    (e.g. from YAML). The configurable fields are checked by the section's own checks
+    (:meth:`~patchdino.config.views.ViewsConfig.problems`), the others here.
 
     Attributes:
         patch_size: ViT patch side; must divide both view sizes.
@@ -128,7 +76,7 @@ class MultiCropSpec(ViewsConfig):
         for f in fields(self):  # accept lists, e.g. from YAML
             if isinstance(getattr(self, f.name), list):
                 setattr(self, f.name, tuple(getattr(self, f.name)))
-        problems = view_problems(self, self.patch_size)
+        problems = self.problems("") + self.patch_problems(self.patch_size, "", "patch_size")
         blur_sigma = interval_problem("blur_sigma", self.blur_sigma)
         if blur_sigma is not None:
             problems.append(blur_sigma)

@@ -12,7 +12,7 @@ Three sources give a :class:`~patchdino.models.Backbone` ready for feature extra
 - ``"random"``: the architecture of ``config_path`` (or the defaults) with seeded random
   initial weights, the usual lower reference of self-supervised evaluations.
 
-Checkpoints are read with :func:`~patchdino.train.checkpoint.load_checkpoint`
+Checkpoints are read with :func:`~patchdino.checkpoint.load_checkpoint`
 (``weights_only=True``), which refuses pickles that would build arbitrary objects. Every
 problem raises :class:`BackboneLoadError`, a ``ValueError`` with a one-line message.
 """
@@ -26,15 +26,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from patchdino.config import Config, ConfigError, load_config
+from patchdino.checkpoint import CHECKPOINT_NAME
+from patchdino.config import Config, ConfigError, config_from_dict, load_config
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.eval.features import token_features
 from patchdino.models.backbone import Backbone, create_backbone
-from patchdino.train.checkpoint import CHECKPOINT_NAME
 
 CHECKPOINT_KEYS = ("teacher", "student")
 RANDOM_WEIGHTS = "random"
@@ -84,22 +83,6 @@ class StoredWeights:
     config: Config
     in_chans: int
     step: int
-
-
-def config_from_dict(tree: Mapping[str, Any]) -> Config:
-    """Rebuild and validate a :class:`Config` from ``Config.to_dict()`` output.
-
-    Raises:
-        ConfigError: unknown keys, wrong types or impossible values.
-    """
-    # Each value as YAML, the language of overrides (the dump round-trips exactly).
-    overrides = [
-        f"{section}.{key}={yaml.safe_dump(value, default_flow_style=True)}"
-        for section, values in tree.items()
-        if isinstance(values, Mapping)
-        for key, value in values.items()
-    ]
-    return load_config(None, overrides)
 
 
 def load_backbone(
@@ -203,8 +186,7 @@ def _build(config: Config, in_chans: int, seed: int) -> Backbone:
 
 def _read_checkpoint(path: Path, key: str) -> StoredWeights:
     """Backbone tensors of ``key``, the stored config and the input channels."""
-    from patchdino.train.checkpoint import CheckpointError, load_checkpoint
-    from patchdino.train.trainer import CHECKPOINT_FORMAT
+    from patchdino.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
 
     try:
         state = load_checkpoint(path, map_location="cpu")
@@ -218,7 +200,12 @@ def _read_checkpoint(path: Path, key: str) -> StoredWeights:
         )
     prefix = f"{key}.backbone."
     model: dict[str, Any] = state["model"]
-    tensors = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
+    # The mask token of masked-patch pretraining only ever replaces hidden training patches.
+    tensors = {
+        k[len(prefix) :]: v
+        for k, v in model.items()
+        if k.startswith(prefix) and k != f"{prefix}mask_token"
+    }
     if not tensors:
         found = sorted({k.split(".")[0] for k in model})
         raise BackboneLoadError(

@@ -102,9 +102,9 @@ def export_backbone(
     """
     from safetensors.torch import save_file
 
+    from patchdino.data.datasets import normalisation
     from patchdino.eval.eval_data import eval_mode
     from patchdino.eval.transform import EvalTransform
-    from patchdino.train.build import normalisation
 
     output = Path(output)
     if output.suffix != ".safetensors":

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from patchdino.train.precision import autocast_for
+from patchdino.precision import autocast_for
 
 POOLS = ("cls", "mean", "both")
 

@@ -188,8 +188,8 @@ def load_network(
     Raises:
         EvalSetupError: missing, unreadable or incompatible weights or config.
     """
+    from patchdino.data.datasets import normalisation
     from patchdino.eval.backbone_loading import load_backbone
-    from patchdino.train.build import normalisation
 
     try:
         in_chans = data_channels(kind, config) if str(weights) == RANDOM else None

@@ -38,7 +38,7 @@ from patchdino.eval.segmentation_metrics import (
     segmentation_scores,
 )
 from patchdino.models import Backbone
-from patchdino.train.precision import autocast_for
+from patchdino.precision import autocast_for
 
 SEGMENTATION_EVAL_MODES = ("slide", "resize")
 T = TypeVar("T")

@@ -32,9 +32,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-CENTRE_MODES = ("position", "shared")
+from patchdino.config.checks import literal_values, momentum_problem
+from patchdino.config.loss import CentreMode, CentreTokens
+
+CENTRE_MODES: tuple[str, ...] = literal_values(CentreMode) or ()
 """``loss.centre`` values."""
-CENTRE_TOKENS = ("matched", "all")
+CENTRE_TOKENS: tuple[str, ...] = literal_values(CentreTokens) or ()
 """``loss.centre_tokens`` values: which teacher tokens the centre statistics average."""
 
 
@@ -64,8 +67,9 @@ class Centre(nn.Module):
         super().__init__()
         if mode not in CENTRE_MODES:
             raise ValueError(f"centre mode must be one of {CENTRE_MODES}, got {mode!r}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"centre momentum must be in [0, 1], got {momentum}")
+        problem = momentum_problem("centre momentum", momentum)
+        if problem is not None:
+            raise ValueError(problem)
         counts = [num_patches] if isinstance(num_patches, int) else list(num_patches)
         if any(n < 0 for n in counts):
             raise ValueError(f"num_patches must be non-negative, got {counts}")
@@ -211,6 +215,10 @@ class Centring:
             self.sums = torch.zeros_like(centre.centre)
             ones = torch.ones_like(rows, dtype=self.sums.dtype)
             self.counts = self.sums.new_zeros(centre.num_rows).index_add_(0, rows, ones)
+
+    def prepare(self, features: Tensor, weight: Tensor, temperature: float) -> None:
+        """Nothing to prepare: the EMA centre is known before the batch (see
+        :class:`~patchdino.losses.sinkhorn.SinkhornCentring`, which needs the batch)."""
 
     @torch.no_grad()
     def __call__(self, logits: Tensor, start: int, end: int) -> Tensor:

@@ -1,13 +1,17 @@
-"""Local-global self-distillation loss: DINO's CLS loss plus a loss between matched patches.
+"""The training loss: the weighted sum of the configured loss terms, over one batch's views.
 
 For each teacher view ``i`` and each student view ``v != i`` of one sample, with the matched
-token pairs ``P(i, v)`` (the CLS pair included),
+token pairs ``P(i, v)`` (the CLS pair included), the paper's loss is
 
     L(i, v) = mean over (a, b) in P(i, v) of  CE(softmax((t_a - c_a) / T_t), log_softmax(s_b / T_s))
 
 and the loss is the mean of ``L(i, v)`` over all view pairs and samples. ``t_a`` and ``s_b``
 are the teacher and student head outputs of tokens ``a`` and ``b``, ``c_a`` the centre of
-token ``a`` (:class:`~patchdino.losses.centre.Centre`).
+token ``a`` (:class:`~patchdino.losses.centre.Centre`). It is the sum of two terms
+(:mod:`patchdino.losses.terms`): the CLS pairs (:class:`~patchdino.losses.terms.ClsTerm`)
+and the matched patch pairs (:class:`~patchdino.losses.terms.PatchTerm`). The masked-patch
+term (iBOT) and KoLeo (DINOv2) can be added; each term has a weight, and the loss is
+``sum_t weight_t * term_t``.
 
 Weighting within one ``(sample, i, v)``:
 
@@ -18,7 +22,7 @@ Weighting within one ``(sample, i, v)``:
   ``cls_weight`` CLS term (weights are not renormalised, so CLS has the same weight
   everywhere).
 
-With ``patch_loss=False`` only the CLS pairs remain with weight 1: exactly DINO's loss.
+With the patch term off only the CLS pairs remain with weight 1: exactly DINO's loss.
 
 View pairs: teacher global views ``i`` with every student view ``v != i``. With
 ``local_local=True`` the teacher also runs on the local views, and every ordered pair of
@@ -26,66 +30,40 @@ distinct local views ``(i, v)`` is added, the teacher's tokens of local view ``i
 targets of the student's tokens of local view ``v`` (off by default; it costs a teacher pass
 over the local views, and with many local views these pairs outnumber the others in the mean).
 
-How it is computed (no per-pair copy of any ``K``-wide tensor is made):
+The pair plan (:mod:`patchdino.losses.pairs`) selects the tokens of each problem (CLS, matched
+patches, masked patches) and their pair weights; it depends on the matches and masks only
+and can be built ahead. Each problem is distilled by :func:`~patchdino.losses.distill.distill`
+without any per-pair copy of a ``K``-wide tensor.
 
-1. Only tokens that take part in some pair are selected: the CLS tokens and the matched
-   patches of every view, one row per token, sample-major (:mod:`patchdino.losses.pairs`;
-   this pair plan depends on the matches only and can be built ahead, e.g. on the CPU).
-2. Each head runs once per selected token, giving bottleneck features; the teacher's
-   ``K``-wide logits and probabilities are produced chunk by chunk without gradients.
-3. The loss is bilinear in the teacher probabilities and the student log-probabilities, so
-   each student token's target is the weighted sum of the teacher probabilities it is paired
-   with (a sparse ``(Ns, Nt)`` pair-weight matrix, stored as per-row partner lists).
-4. One chunked cross-entropy runs over the student tokens
-   (:func:`~patchdino.losses.cross_entropy.soft_cross_entropy`). Chunks hold whole samples,
-   so each chunk's targets need only the teacher tokens of its samples, and every teacher
-   token is computed exactly once. Peak extra memory is a few ``(chunk, K)`` buffers.
-
-CLS tokens and patch tokens form two separate problems (they are never paired with each
-other), which lets the patch tokens use a separate head and centre. The centre is updated at
-the end of :meth:`LocalGlobalLoss.forward` (after it has been used, as in DINO) with the raw
-teacher logits of the selected tokens (``centre_tokens="matched"``), or of every patch token
-of every teacher view (``"all"``, the reference: the teacher head then also runs, without
-gradients, on the patch tokens no pair uses); see :mod:`patchdino.losses.centre` for the
-masked mean.
+Centring (``centring``): ``"ema"`` subtracts an EMA centre. CLS tokens and patch tokens are
+never paired with each other, which lets the patch tokens use a separate head and centre.
+The centre is updated after every term has used it (as in DINO) with the raw teacher logits
+of the selected tokens (``centre_tokens="matched"``), or of every patch token of every
+teacher view (``"all"``, the reference: the teacher head then also runs, without gradients,
+on the patch tokens no pair uses); see :mod:`patchdino.losses.centre` for the masked mean.
+``"sinkhorn"`` normalises each problem's teacher outputs by Sinkhorn-Knopp instead
+(:mod:`patchdino.losses.sinkhorn`); the EMA centres are then neither used nor updated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from patchdino.losses.centre import CENTRE_MODES, CENTRE_TOKENS, Centre, Centring
-from patchdino.losses.cross_entropy import DEFAULT_CHUNK_ELEMENTS, soft_cross_entropy
-from patchdino.losses.pairs import (
-    CLS_WEIGHTINGS,
-    PairPlan,
-    ProblemPlan,
-    ViewPair,
-    plan_pairs,
-    view_pairs,
-)
+from patchdino.config import Config, LossConfig
+from patchdino.losses.centre import Centre, Centring
+from patchdino.losses.distill import TeacherCentring
+from patchdino.losses.heads import HeadPair, ProjectionHead
+from patchdino.losses.masks import BlockMasking
+from patchdino.losses.pairs import PairPlan, ProblemPlan, ViewPair, plan_pairs, view_pairs
+from patchdino.losses.sinkhorn import SinkhornCentring
+from patchdino.losses.terms import TERMS, TermInputs
 from patchdino.matching.types import PatchMatches
 
-
-class ProjectionHead(Protocol):
-    """What the loss needs from a head (see :class:`~patchdino.models.head.DINOHead`)."""
-
-    def forward_bottleneck(self, x: Tensor) -> Tensor:
-        """``(M, D)`` tokens -> ``(M, d)`` normalised bottleneck features."""
-        ...
-
-    def last_layer_weight(self) -> Tensor:
-        """``(K, d)`` normalised last-layer weight."""
-        ...
-
-
-HeadPair = tuple[ProjectionHead, ProjectionHead]
-"""``(CLS head, patch head)``; the same head twice when it is shared."""
+__all__ = ["HeadPair", "LocalGlobalLoss", "LocalGlobalOutput", "ProjectionHead"]
 
 
 @dataclass(frozen=True)
@@ -97,8 +75,9 @@ class LocalGlobalOutput:
 
     Attributes:
         loss: scalar loss to minimise.
-        terms: detached scalars whose sum is ``loss``, by name: ``loss_cls`` (CLS pairs) and
-            ``loss_patch`` (matched patch pairs).
+        terms: detached scalars whose sum is ``loss``, by name: ``loss_<term>`` for each term
+            (``loss_cls``, ``loss_patch``, ``loss_masked``, ``loss_koleo``), already weighted.
+            ``loss_cls`` and ``loss_patch`` are always there (0 for a term left out).
         statistics: other detached scalars worth logging, by name: ``matched_patches``, the
             mean number of matched patch pairs per ``(sample, teacher view, student view)``.
     """
@@ -112,25 +91,8 @@ class LocalGlobalOutput:
         return {"loss": self.loss.detach(), **self.terms, **self.statistics}
 
 
-@dataclass(frozen=True)
-class _Problem:
-    """One of the two problems of a batch (CLS tokens or patch tokens) and what it uses.
-
-    Attributes:
-        plan: its selected tokens, pairs and weights.
-        student_head: head of the student's tokens.
-        teacher_head: head of the teacher's tokens.
-        centring: centres its teacher logits and collects their statistics.
-    """
-
-    plan: ProblemPlan
-    student_head: ProjectionHead
-    teacher_head: ProjectionHead
-    centring: Centring
-
-
 class LocalGlobalLoss(nn.Module):
-    """DINO loss over CLS pairs and matched patch pairs of teacher and student views.
+    """The weighted sum of the loss terms over CLS, matched and masked tokens of the views.
 
     Args:
         out_dim: output width ``K`` of the (CLS) head.
@@ -143,15 +105,23 @@ class LocalGlobalLoss(nn.Module):
         centre_mode: ``"position"`` (one centre per token position, the reference) or
             ``"shared"`` (one for CLS, one for all patches).
         centre_momentum: EMA momentum of the centre.
-        centre_tokens: ``"matched"`` (the centre statistics average the teacher tokens that
-            take part in a pair) or ``"all"`` (every token of every teacher view, the
-            reference).
-        patch_loss: include matched patch pairs; False gives plain DINO.
+        patch_loss: include matched patch pairs; False gives plain DINO (the patch term's
+            weight becomes 0).
         cls_weighting: ``"token"`` or ``"split"`` (see the module docstring).
         cls_weight: CLS weight of the ``"split"`` weighting, in ``[0, 1]``.
         local_local: also pair local views with each other (teacher runs on local views).
         chunk_size: student tokens per cross-entropy chunk (rounded to whole samples); None
             picks about ``2**28 / K`` (1 GiB per float32 ``(chunk, K)`` buffer).
+        centre_tokens: ``"matched"`` (the centre statistics average the teacher tokens that
+            take part in a pair) or ``"all"`` (every token of every teacher view, the
+            reference).
+        weights: weight of each term by name (:data:`~patchdino.losses.terms.TERMS`); terms
+            not named keep their default (1 for ``cls`` and ``patch``, 0 for the others), and
+            a term of weight 0 is not computed.
+        centring: ``"ema"`` or ``"sinkhorn"``.
+        sinkhorn_iterations: Sinkhorn-Knopp iterations.
+        masking: the mask sampler of the masked term; None makes the default one when that
+            term has a positive weight.
     """
 
     def __init__(
@@ -169,29 +139,47 @@ class LocalGlobalLoss(nn.Module):
         local_local: bool = False,
         chunk_size: int | None = None,
         centre_tokens: str = "matched",
+        *,
+        weights: Mapping[str, float] | None = None,
+        centring: str = "ema",
+        sinkhorn_iterations: int = 3,
+        masking: BlockMasking | None = None,
     ) -> None:
         super().__init__()
-        if cls_weighting not in CLS_WEIGHTINGS:
-            raise ValueError(
-                f"cls_weighting must be one of {CLS_WEIGHTINGS}, got {cls_weighting!r}"
-            )
-        if centre_mode not in CENTRE_MODES:
-            raise ValueError(f"centre_mode must be one of {CENTRE_MODES}, got {centre_mode!r}")
-        if centre_tokens not in CENTRE_TOKENS:
-            raise ValueError(f"centre_tokens must be one of {CENTRE_TOKENS}, got {centre_tokens!r}")
-        if not 0.0 <= cls_weight <= 1.0:
-            raise ValueError(f"cls_weight must be in [0, 1], got {cls_weight}")
-        if student_temp <= 0:
-            raise ValueError(f"student_temp must be positive, got {student_temp}")
+        unknown = sorted(set(weights or {}) - set(TERMS))
+        if unknown:
+            raise ValueError(f"unknown loss terms {unknown} (known: {', '.join(TERMS)})")
+        term_weights = {name: 1.0 if name in ("cls", "patch") else 0.0 for name in TERMS}
+        term_weights.update(weights or {})
+        if not patch_loss:
+            term_weights["patch"] = 0.0
+        section = LossConfig(
+            local_local=local_local,
+            cls_weighting=cls_weighting,  # type: ignore[arg-type]
+            cls_weight=cls_weight,
+            centring=centring,  # type: ignore[arg-type]
+            sinkhorn_iterations=sinkhorn_iterations,
+            centre=centre_mode,  # type: ignore[arg-type]
+            centre_tokens=centre_tokens,  # type: ignore[arg-type]
+            centre_momentum=centre_momentum,
+            student_temp=student_temp,
+        )
+        for name, weight in term_weights.items():
+            getattr(section.terms, name).weight = weight
+        problems = section.problems("")
         if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+            problems.append(f"chunk_size must be positive, got {chunk_size}")
         if local_local and centre_mode == "position" and num_local_patches < 1:
-            raise ValueError(
+            problems.append(
                 "local_local with the 'position' centre needs num_local_patches (patch tokens "
                 "of a local view)"
             )
+        if problems:
+            raise ValueError(problems[0])
         self.student_temp = student_temp
-        self.patch_loss = patch_loss
+        self.weights = {name: w for name, w in term_weights.items() if w > 0}
+        self.terms = nn.ModuleDict({name: TERMS[name]() for name in self.weights})
+        self.patch_loss = "patch" in self.weights
         self.cls_weighting = cls_weighting
         self.cls_weight = cls_weight
         self.local_local = local_local
@@ -200,18 +188,72 @@ class LocalGlobalLoss(nn.Module):
         self.num_local_patches = num_local_patches
         self.centre_mode = centre_mode
         self.centre_tokens = centre_tokens
+        self.centring = centring
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.masking = masking
+        if "masked" in self.weights and self.masking is None:
+            self.masking = BlockMasking()
+        patches = self.patch_loss or "masked" in self.weights
         grids = [num_patches, num_local_patches] if local_local else [num_patches]
         shared_head = patch_out_dim is None
         self.centre = Centre(
-            out_dim, grids if (patch_loss and shared_head) else 0, centre_mode, centre_momentum
+            out_dim, grids if (patches and shared_head) else 0, centre_mode, centre_momentum
         )
         self.patch_centre: Centre | None = None
-        if patch_loss and patch_out_dim is not None:
+        if patches and patch_out_dim is not None:
             self.patch_centre = Centre(patch_out_dim, grids, centre_mode, centre_momentum)
+
+    @classmethod
+    def from_config(cls, config: Config) -> LocalGlobalLoss:
+        """The loss of ``config.loss`` for the configured view sizes and heads."""
+        lo, v, m = config.loss, config.views, config.model
+        return cls(
+            out_dim=m.out_dim,
+            num_patches=(v.global_size // m.patch_size) ** 2,
+            patch_out_dim=m.patch_out_dim if m.patch_head == "separate" else None,
+            num_local_patches=(v.local_size // m.patch_size) ** 2,
+            student_temp=lo.student_temp,
+            centre_mode=lo.centre,
+            centre_momentum=lo.centre_momentum,
+            cls_weighting=lo.cls_weighting,
+            cls_weight=lo.cls_weight,
+            local_local=lo.local_local,
+            centre_tokens=lo.centre_tokens,
+            weights={name: getattr(lo.terms, name).weight for name in TERMS},
+            centring=lo.centring,
+            sinkhorn_iterations=lo.sinkhorn_iterations,
+            masking=BlockMasking.from_config(lo.terms.masked)
+            if lo.terms.masked.weight > 0
+            else None,
+        )
 
     def view_pairs(self, num_global: int, num_views: int) -> list[ViewPair]:
         """``(teacher view, student view)`` pairs that enter the loss, in a fixed order."""
         return view_pairs(num_global, num_views, self.local_local)
+
+    def sample_masks(
+        self,
+        num_global: int,
+        batch_size: int,
+        grid: tuple[int, int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> list[Tensor] | None:
+        """Masks of the student's global views for the masked term; None without it.
+
+        Args:
+            num_global: global views.
+            batch_size: ``B``.
+            grid: ``(h, w)`` patches of a global view.
+            generator: source of the draws, on ``device``.
+            device: where to make them.
+
+        Returns:
+            Per global view a ``(B, h * w)`` bool mask, or None.
+        """
+        if self.masking is None:
+            return None
+        return self.masking(num_global, batch_size, grid, generator, device)
 
     def plan(
         self,
@@ -220,6 +262,7 @@ class LocalGlobalLoss(nn.Module):
         batch_size: int,
         num_global: int,
         device: torch.device | str | None = None,
+        masks: Sequence[Tensor] | None = None,
     ) -> PairPlan:
         """Pair plan of a batch with this loss's options (see :func:`plan_pairs`).
 
@@ -229,7 +272,11 @@ class LocalGlobalLoss(nn.Module):
             batch_size: ``B``.
             num_global: number of global views.
             device: where to build it; default the matches' device.
+            masks: per global view, ``(B, N)`` bool masks (:meth:`sample_masks`); required
+                with the masked term.
         """
+        if "masked" in self.weights and masks is None:
+            raise ValueError("the masked term needs masks of the global views for the plan")
         return plan_pairs(
             matches,
             num_tokens,
@@ -240,6 +287,7 @@ class LocalGlobalLoss(nn.Module):
             cls_weight=self.cls_weight,
             local_local=self.local_local,
             device=device,
+            masks=masks,
         )
 
     def forward(
@@ -259,7 +307,7 @@ class LocalGlobalLoss(nn.Module):
 
         Args:
             student_tokens: per student view, ``(B, 1 + N_v, D)`` backbone tokens, globals
-                first.
+                first (masked where the plan's masks say).
             teacher_tokens: per global view ``i``, ``(B, 1 + N_i, D)`` teacher tokens.
             student_heads: student ``(CLS head, patch head)``.
             teacher_heads: teacher ``(CLS head, patch head)``.
@@ -268,13 +316,14 @@ class LocalGlobalLoss(nn.Module):
             matches: instead of a plan, ``{(i, v): PatchMatches}`` with ``index_a`` in teacher
                 view ``i`` and ``index_b`` in student view ``v``, for every pair of
                 :meth:`view_pairs` (a pair of two global views may be given as ``(v, i)``);
-                the plan is then made here. Without the patch loss, both may be None.
+                the plan is then made here (not with the masked term). Without the patch
+                loss, both may be None.
             teacher_local_tokens: with ``local_local``, per local view the ``(B, 1 + N_v, D)``
                 teacher tokens; empty otherwise.
             update_centre: afterwards, move the centre towards this batch's teacher outputs.
 
         Returns:
-            :class:`LocalGlobalOutput` with the terms ``loss_cls`` and ``loss_patch`` and the
+            :class:`LocalGlobalOutput` with a ``loss_<term>`` entry per term and the
             statistic ``matched_patches``.
 
         Raises:
@@ -293,82 +342,65 @@ class LocalGlobalLoss(nn.Module):
             plan = self.plan(matches, num_tokens, batch, len(teacher_tokens))
         plan = plan.to(student_tokens[0].device)
         self._check_plan(plan, student_tokens, teacher_tokens, teachers)
+        used: dict[Centre, list[tuple[Centring, bool]]] = {}
 
-        cls = _Problem(
-            plan.cls,
-            student_heads[0],
-            teacher_heads[0],
-            self.centre.centring(plan.cls.teacher.positions, plan.cls.teacher.kinds, False),
+        def centring_for(problem: ProblemPlan, patches: bool) -> TeacherCentring:
+            if self.centring == "sinkhorn":
+                return SinkhornCentring(self.sinkhorn_iterations)
+            centre = self._centre_of(patches)
+            teacher = problem.teacher
+            centring = centre.centring(teacher.positions, teacher.kinds, patches)
+            used.setdefault(centre, []).append((centring, patches))
+            return centring
+
+        inputs = TermInputs(
+            student_tokens,
+            teachers,
+            student_heads,
+            teacher_heads,
+            teacher_temp,
+            self.student_temp,
+            plan,
+            centring_for,
+            self.chunk_size,
         )
-        cls_loss = self._distill(cls, student_tokens, teachers, teacher_temp)
-        centrings = {self.centre: [cls.centring]}
-        patch_loss = torch.zeros_like(cls_loss)
-        if plan.patch is not None:
-            centre = self.centre if self.patch_centre is None else self.patch_centre
-            patch = _Problem(
-                plan.patch,
-                student_heads[1],
-                teacher_heads[1],
-                centre.centring(plan.patch.teacher.positions, plan.patch.teacher.kinds, True),
-            )
-            patch_loss = self._distill(patch, student_tokens, teachers, teacher_temp)
-            observed = patch.centring
-            if update_centre and self.centre_tokens == "all":
-                observed = _all_patches(centre, teacher_heads[1], teachers, len(teacher_tokens))
-            centrings.setdefault(centre, []).append(observed)
+        values = {name: self.weights[name] * term(inputs) for name, term in self.terms.items()}
+        loss = torch.stack(list(values.values())).sum()
         if update_centre:
-            for centre_module, used in centrings.items():
-                centre_module.update_from(used)
+            for centre, centrings in used.items():
+                self._update(centre, centrings, teacher_heads[1], teachers, len(teacher_tokens))
+        terms = {f"loss_{name}": value.detach() for name, value in values.items()}
+        for name in ("loss_cls", "loss_patch"):
+            terms.setdefault(name, torch.zeros_like(loss).detach())
         return LocalGlobalOutput(
-            loss=cls_loss + patch_loss,
-            terms={"loss_cls": cls_loss.detach(), "loss_patch": patch_loss.detach()},
+            loss=loss,
+            terms=dict(sorted(terms.items(), key=lambda item: _term_order(item[0]))),
             statistics={"matched_patches": plan.matched_patches.detach()},
         )
 
-    def _distill(
+    def _centre_of(self, patches: bool) -> Centre:
+        """The centre of patch tokens (``patches``) or of CLS tokens."""
+        if patches and self.patch_centre is not None:
+            return self.patch_centre
+        return self.centre
+
+    def _update(
         self,
-        problem: _Problem,
-        student_tokens: Sequence[Tensor],
-        teacher_tokens: Sequence[Tensor],
-        teacher_temp: float,
-    ) -> Tensor:
-        """Scalar loss of one problem; its teacher logits pass through ``problem.centring``.
+        centre: Centre,
+        centrings: Sequence[tuple[Centring, bool]],
+        patch_head: ProjectionHead,
+        teachers: Sequence[Tensor],
+        num_global: int,
+    ) -> None:
+        """EMA step of ``centre`` from the centrings of this batch that used it.
 
-        Args:
-            problem: the problem's plan, heads and centring.
-            student_tokens: per student view, ``(B, 1 + N_v, D)`` tokens.
-            teacher_tokens: per teacher view (globals, then locals), ``(B, 1 + N_v, D)``.
-            teacher_temp: teacher temperature ``T_t``.
+        With ``centre_tokens="all"`` the patch tokens' statistics are those of every patch
+        token of every teacher view, in place of the selected ones.
         """
-        student, teacher = problem.plan.student, problem.plan.teacher
-        partners, pair_weights = problem.plan.partners, problem.plan.weights
-        features = problem.student_head.forward_bottleneck(student.gather(student_tokens))
-        weight = problem.student_head.last_layer_weight()  # (K, d)
-        with torch.no_grad():
-            t_features = problem.teacher_head.forward_bottleneck(
-                teacher.gather(teacher_tokens)
-            )  # (Nt, d)
-            t_weight = problem.teacher_head.last_layer_weight()  # (K, d)
-        size = self.chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // weight.shape[0])
-        chunks, teacher_ranges = _sample_chunks(
-            student.sample_offsets, teacher.sample_offsets, size
-        )
-        teacher_range = dict(zip([start for start, _ in chunks], teacher_ranges))
-
-        def targets(start: int, end: int) -> Tensor:
-            """``(end - start, K)`` pair-weighted teacher probabilities of student rows."""
-            t0, t1 = teacher_range[start]
-            logits = problem.centring(t_features[t0:t1] @ t_weight.T, t0, t1)  # (ct, K)
-            probs = torch.softmax(logits.div_(teacher_temp), dim=1)  # (ct, K)
-            del logits
-            index = (partners[start:end] - t0).clamp_(0, max(t1 - t0 - 1, 0))  # (c, M)
-            weights = pair_weights[start:end].to(probs.dtype)  # (c, M)
-            out = probs[index[:, 0]].mul_(weights[:, :1])  # (c, K)
-            for m in range(1, index.shape[1]):
-                out.addcmul_(probs[index[:, m]], weights[:, m : m + 1])
-            return out
-
-        return soft_cross_entropy(features, weight, targets, self.student_temp, chunks=chunks)
+        observed = [c for c, patches in centrings if not (patches and self.centre_tokens == "all")]
+        if self.centre_tokens == "all" and any(patches for _, patches in centrings):
+            observed.append(_all_patches(centre, patch_head, teachers, num_global))
+        centre.update_from(observed)
 
     def _check_views(
         self,
@@ -407,7 +439,8 @@ class LocalGlobalLoss(nn.Module):
                     f"{tokens.shape[1]} vs {student_tokens[i].shape[1]}"
                 )
             expected = self.num_patches if i < num_global else self.num_local_patches
-            position_centre = self.patch_loss and self.centre_mode == "position"
+            patches = self.patch_loss or "masked" in self.weights
+            position_centre = patches and self.centre_mode == "position"
             if position_centre and tokens.shape[1] != 1 + expected:
                 raise ValueError(
                     f"the 'position' centre was made for {expected} patches per "
@@ -431,12 +464,14 @@ class LocalGlobalLoss(nn.Module):
             or plan.num_global != len(teacher_tokens)
             or plan.num_teacher_views != len(teachers)
             or (plan.patch is not None) != self.patch_loss
+            or (plan.masked is None) == ("masked" in self.weights)
         ):
             raise ValueError(
                 f"the pair plan was made for B={plan.batch_size}, tokens {plan.num_tokens}, "
-                f"{plan.num_global} global views, patch loss {plan.patch is not None}; got "
-                f"B={student_tokens[0].shape[0]}, tokens {num_tokens}, {len(teacher_tokens)} "
-                f"global views, patch loss {self.patch_loss}"
+                f"{plan.num_global} global views, patch loss {plan.patch is not None}, masks "
+                f"{plan.masked is not None}; got B={student_tokens[0].shape[0]}, tokens "
+                f"{num_tokens}, {len(teacher_tokens)} global views, patch loss "
+                f"{self.patch_loss}, masked term {'masked' in self.weights}"
             )
 
 
@@ -473,22 +508,7 @@ def _all_patches(
     return centring
 
 
-def _sample_chunks(
-    student_offsets: Sequence[int], teacher_offsets: Sequence[int], size: int
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Group whole samples into chunks of at most ``size`` student rows (at least one sample).
-
-    Returns:
-        Student row ranges and the teacher row ranges of the same samples.
-    """
-    chunks, ranges = [], []
-    num_samples = len(student_offsets) - 1
-    b = 0
-    while b < num_samples:
-        e = b + 1
-        while e < num_samples and student_offsets[e + 1] - student_offsets[b] <= size:
-            e += 1
-        chunks.append((student_offsets[b], student_offsets[e]))
-        ranges.append((teacher_offsets[b], teacher_offsets[e]))
-        b = e
-    return chunks, ranges
+def _term_order(name: str) -> int:
+    """Position of a ``loss_<term>`` name in :data:`~patchdino.losses.terms.TERMS`."""
+    names = [f"loss_{term}" for term in TERMS]
+    return names.index(name) if name in names else len(names)

@@ -29,9 +29,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from patchdino.config.checks import literal_values
+from patchdino.config.loss import ClsWeighting
 from patchdino.matching.types import PatchMatches
 
-CLS_WEIGHTINGS = ("token", "split")
+CLS_WEIGHTINGS: tuple[str, ...] = literal_values(ClsWeighting) or ()
+"""``loss.cls_weighting`` values."""
 
 ViewPair = tuple[int, int]
 """``(teacher view, student view)``; global views first, then local views."""
@@ -117,6 +120,10 @@ class PairPlan:
         cls: the CLS problem.
         patch: the patch problem, or None without the patch loss.
         matched_patches: float64 scalar, mean matched patch pairs per ``(sample, view pair)``.
+        masks: per global view, ``(B, N)`` bool, True for the patches the student's view
+            hides; None without masking.
+        masked: the masked-patch problem (student masked tokens, teacher tokens at the same
+            positions of the same view), or None without masking.
     """
 
     batch_size: int
@@ -127,6 +134,8 @@ class PairPlan:
     cls: ProblemPlan
     patch: ProblemPlan | None
     matched_patches: Tensor
+    masks: tuple[Tensor, ...] | None = None
+    masked: ProblemPlan | None = None
 
     def to(self, device: torch.device | str) -> PairPlan:
         """Copy of the plan on ``device`` (non-blocking)."""
@@ -135,6 +144,10 @@ class PairPlan:
             cls=self.cls.to(device),
             patch=None if self.patch is None else self.patch.to(device),
             matched_patches=self.matched_patches.to(device, non_blocking=True),
+            masks=None
+            if self.masks is None
+            else tuple(m.to(device, non_blocking=True) for m in self.masks),
+            masked=None if self.masked is None else self.masked.to(device),
         )
 
 
@@ -162,6 +175,7 @@ def plan_pairs(
     cls_weight: float = 0.5,
     local_local: bool = False,
     device: torch.device | str | None = None,
+    masks: Sequence[Tensor] | None = None,
 ) -> PairPlan:
     """Build the pair plan of a batch.
 
@@ -178,6 +192,8 @@ def plan_pairs(
         cls_weight: CLS weight of the ``"split"`` weighting.
         local_local: add local-local view pairs.
         device: where to build the plan; default the matches' device (CPU without matches).
+        masks: per global view, ``(B, N_v)`` bool masks of the student's hidden patches, for
+            the masked-patch problem (:func:`masked_plan`); None without masking.
 
     Returns:
         The :class:`PairPlan`.
@@ -208,6 +224,10 @@ def plan_pairs(
     patch_plan = (
         _patch_plan(pairs, found, num_tokens, num_teachers, kinds, patch_w) if patch_loss else None
     )
+    masked = None
+    if masks is not None:
+        masks = tuple(m.to(device) for m in masks)
+        masked = masked_plan(masks, num_tokens, num_teachers, kinds)
     return PairPlan(
         batch_size=batch_size,
         num_tokens=tuple(num_tokens),
@@ -217,7 +237,59 @@ def plan_pairs(
         cls=cls_plan,
         patch=patch_plan,
         matched_patches=matched,
+        masks=None if masks is None else tuple(masks),
+        masked=masked,
     )
+
+
+def masked_plan(
+    masks: Sequence[Tensor],
+    num_tokens: Sequence[int],
+    num_teachers: int,
+    kinds: Sequence[int],
+) -> ProblemPlan:
+    """The masked-patch problem: each hidden student patch and the teacher's same patch.
+
+    Student patch ``p`` of global view ``v`` (hidden by the mask) is paired with the
+    teacher's patch ``p`` of the same view, which the teacher saw unmasked. As in iBOT, each
+    masked view of a sample weighs the same: a pair's weight is ``1 / n(b, v)`` (``n`` the
+    hidden patches of that view) divided by the number of masked ``(b, v)``, so the problem's
+    loss is the mean over masked views of their mean over hidden patches.
+
+    Args:
+        masks: per global view, ``(B, N_v)`` bool, True where the student's view is hidden.
+        num_tokens: ``1 + N_v`` tokens per sample of each view, globals first.
+        num_teachers: teacher views (globals, then locals with local-local pairs).
+        kinds: view kind of each teacher view.
+
+    Raises:
+        ValueError: for masks of the wrong number or shape.
+    """
+    batch_size = masks[0].shape[0] if masks else 0
+    if not masks or len(masks) > num_teachers:
+        raise ValueError(f"need one mask per global view (1 to {num_teachers}), got {len(masks)}")
+    for v, mask in enumerate(masks):
+        if mask.dtype != torch.bool or mask.shape != (batch_size, num_tokens[v] - 1):
+            raise ValueError(
+                f"the mask of global view {v} must be a (B={batch_size}, N={num_tokens[v] - 1}) "
+                f"bool tensor, got {mask.dtype} {tuple(mask.shape)}"
+            )
+    device = masks[0].device
+    # Token position 1 + p for patch p: the same selection on both sides.
+    chosen = [torch.zeros(batch_size, n, dtype=torch.bool, device=device) for n in num_tokens]
+    for v, mask in enumerate(masks):
+        chosen[v][:, 1:] = mask
+    student, s_rows = _select(chosen, [0] * len(chosen))
+    teacher, t_rows = _select(chosen[:num_teachers], kinds)
+    counts = torch.stack([m.sum(dim=1) for m in masks]).to(torch.float64)  # (G, B)
+    views = (counts > 0).sum().clamp_min(1).to(torch.float64)
+    entries = []
+    for v, mask in enumerate(masks):
+        rows = torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1)  # (B, 1 + N)
+        per_view = 1.0 / (counts[v].clamp_min(1.0) * views)  # (B,)
+        weight = per_view[:, None].expand_as(mask)[mask]
+        entries.append((s_rows[v][rows], t_rows[v][rows], weight))
+    return _problem(student, teacher, entries)
 
 
 def _pair_matches(

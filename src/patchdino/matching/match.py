@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from patchdino.config.checks import literal_values
+from patchdino.config.loss import MatchMode
 from patchdino.data.geometry import ViewGeometry
 from patchdino.matching.grid import match_grid
 from patchdino.matching.nearest import match_nearest
 from patchdino.matching.types import PatchMatches
 
-MATCH_MODES = ("grid", "nearest")
+MATCH_MODES: tuple[str, ...] = literal_values(MatchMode) or ()
+"""``loss.terms.patch.matching`` values."""
 
 
 def match_patches(

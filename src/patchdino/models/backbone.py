@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import timm
+import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -31,12 +32,17 @@ class Backbone(nn.Module):
 
     Args:
         model: a timm ``VisionTransformer`` with one CLS prefix token and no register tokens.
+        mask_token: add a learnt ``(D,)`` mask token (zeros at start, as in DINOv2) that
+            replaces the embeddings of masked patches (:meth:`forward` with ``mask``).
+
+    Attributes:
+        mask_token: ``(1, 1, D)`` parameter, or None.
 
     Raises:
         ValueError: if the model has no CLS token or has other prefix tokens.
     """
 
-    def __init__(self, model: VisionTransformer) -> None:
+    def __init__(self, model: VisionTransformer, mask_token: bool = False) -> None:
         super().__init__()
         if getattr(model, "cls_token", None) is None:
             raise ValueError("the backbone needs a CLS token (class_token=True)")
@@ -47,6 +53,9 @@ class Backbone(nn.Module):
             )
         self.model = model
         self.embed_dim = int(model.embed_dim)
+        self.mask_token: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if mask_token else None
+        )
         patch = model.patch_embed.patch_size
         self.patch_size = int(patch[0]) if isinstance(patch, tuple) else int(patch)
 
@@ -60,18 +69,35 @@ class Backbone(nn.Module):
         """Recompute block activations in backward to save memory."""
         self.model.set_grad_checkpointing(enable)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """All output tokens.
 
         Args:
             x: ``(B, C, H, W)`` images; ``H`` and ``W`` multiples of the patch size.
+            mask: ``(B, N)`` bool, True for patches whose embedding the mask token replaces
+                (before the position embedding, as in iBOT); None masks nothing.
 
         Returns:
             ``(B, 1 + N, D)`` tokens after the final norm, CLS first, then the
             ``N = (H / p) * (W / p)`` patch tokens in row-major order.
         """
         self._check_input(x)
-        return self.model.forward_features(x)  # (B, 1 + N, D)
+        if mask is None:
+            return self.model.forward_features(x)  # (B, 1 + N, D)
+        if self.mask_token is None:
+            raise ValueError("this backbone has no mask token: create it with mask_token=True")
+        token = self.mask_token
+
+        def fill(module: nn.Module, inputs: Any, embedded: Tensor) -> Tensor:
+            # (B, h, w, D) with dynamic image sizes, else (B, N, D)
+            hidden = mask.reshape(embedded.shape[:-1])[..., None]
+            return torch.where(hidden, token.to(embedded.dtype).squeeze(0), embedded)
+
+        handle = self.model.patch_embed.register_forward_hook(fill)
+        try:
+            return self.model.forward_features(x)  # (B, 1 + N, D)
+        finally:
+            handle.remove()
 
     def get_last_selfattention(self, x: Tensor) -> Tensor:
         """Attention weights of the last block, for attention-map figures.
@@ -148,6 +174,7 @@ def create_backbone(
     img_size: int = 224,
     in_chans: int = 3,
     drop_path: float = 0.0,
+    mask_token: bool = False,
     **custom: Any,
 ) -> Backbone:
     """Build a randomly initialised ViT backbone.
@@ -158,6 +185,7 @@ def create_backbone(
         img_size: image side the position embedding is made for; other sizes are interpolated.
         in_chans: input channels (1 for grayscale).
         drop_path: stochastic depth rate.
+        mask_token: give the backbone a learnt mask token (masked-patch pretraining).
         **custom: for ``"vit_custom"``, ``embed_dim``, ``depth`` and ``num_heads`` (required)
             and any other ``VisionTransformer`` argument (e.g. ``mlp_ratio``); for the other
             names, extra arguments passed to the timm constructor.
@@ -185,7 +213,7 @@ def create_backbone(
         model = VisionTransformer(
             patch_size=4 if patch_size is None else patch_size, **sizes, **common, **custom
         )
-        return Backbone(model)
+        return Backbone(model, mask_token)
     if arch not in timm.list_models("vit_*"):
         known = ", ".join([*CUSTOM_ARCHS, "vit_custom"])
         raise ValueError(
@@ -197,4 +225,4 @@ def create_backbone(
     created = timm.create_model(arch, pretrained=False, **common, **custom)
     if not isinstance(created, VisionTransformer):
         raise ValueError(f"{arch!r} is not a plain timm VisionTransformer")
-    return Backbone(created)
+    return Backbone(created, mask_token)

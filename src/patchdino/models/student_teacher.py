@@ -9,10 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from patchdino.config import Config
+from patchdino.config.checks import literal_values
+from patchdino.config.model import PatchHead
 from patchdino.models.backbone import Backbone, create_backbone
 from patchdino.models.head import DINOHead
 
-PATCH_HEAD_MODES = ("shared", "separate")
+PATCH_HEAD_MODES: tuple[str, ...] = literal_values(PatchHead) or ()
+"""``model.patch_head`` values."""
 
 
 class Branch(nn.Module):
@@ -35,24 +39,38 @@ class Branch(nn.Module):
         """``(CLS head, patch head)``; the same module twice when the head is shared."""
         return self.head, self.head if self.patch_head is None else self.patch_head
 
-    def forward(self, views: Sequence[Tensor]) -> list[Tensor]:
+    def forward(
+        self, views: Sequence[Tensor], masks: Sequence[Tensor] | None = None
+    ) -> list[Tensor]:
         """Backbone tokens of each view.
 
         Consecutive views of equal shape are concatenated along the batch and run together.
 
         Args:
             views: ``(B, C, S_v, S_v)`` images per view.
+            masks: ``(B, N_v)`` bool patch masks of the first ``len(masks)`` views (the
+                global views), for the backbone's mask token; None masks nothing.
 
         Returns:
             One ``(B, 1 + N_v, D)`` token tensor per view, in the order given.
         """
+        masks = list(masks or [])
         outputs: list[Tensor] = []
         start = 0
         while start < len(views):
             end = start + 1
-            while end < len(views) and views[end].shape == views[start].shape:
+            while (
+                end < len(views)
+                and views[end].shape == views[start].shape
+                and (end < len(masks)) == (start < len(masks))
+            ):
                 end += 1
-            tokens = self.backbone(torch.cat(list(views[start:end])))  # (n * B, 1 + N, D)
+            images = torch.cat(list(views[start:end]))
+            if start < len(masks):
+                mask = torch.cat(masks[start:end])  # (n * B, N)
+                tokens = self.backbone(images, mask)  # (n * B, 1 + N, D)
+            else:
+                tokens = self.backbone(images)  # (n * B, 1 + N, D)
             outputs.extend(tokens.split(views[start].shape[0]))
             start = end
         return outputs
@@ -91,6 +109,7 @@ class StudentTeacher(nn.Module):
         norm_last_layer: bool = True,
         patch_head: str = "shared",
         patch_out_dim: int = 65536,
+        mask_token: bool = False,
         **custom: Any,
     ) -> StudentTeacher:
         """Build backbone and heads from sizes (see :func:`create_backbone`, :class:`DINOHead`).
@@ -98,11 +117,14 @@ class StudentTeacher(nn.Module):
         Args:
             patch_head: ``"shared"`` (patch tokens use the CLS head, as in the paper) or
                 ``"separate"`` (a head of their own with ``patch_out_dim`` outputs).
+            mask_token: give the backbone a learnt mask token (the masked-patch term).
             **custom: custom backbone sizes (``embed_dim``, ``depth``, ``num_heads``).
         """
         if patch_head not in PATCH_HEAD_MODES:
             raise ValueError(f"patch_head must be one of {PATCH_HEAD_MODES}, got {patch_head!r}")
-        backbone = create_backbone(arch, patch_size, img_size, in_chans, drop_path, **custom)
+        backbone = create_backbone(
+            arch, patch_size, img_size, in_chans, drop_path, mask_token, **custom
+        )
 
         def head(k: int) -> DINOHead:
             return DINOHead(
@@ -112,15 +134,44 @@ class StudentTeacher(nn.Module):
         separate = head(patch_out_dim) if patch_head == "separate" else None
         return cls(Branch(backbone, head(out_dim), separate))
 
+    @classmethod
+    def from_config(cls, config: Config, in_chans: int) -> StudentTeacher:
+        """Student and teacher of ``config.model`` for global views of ``config.views``.
+
+        The backbone gets a mask token when ``loss.terms.masked`` has a positive weight.
+        """
+        m = config.model
+        return cls.create(
+            m.arch,
+            patch_size=m.patch_size,
+            img_size=config.views.global_size,
+            in_chans=in_chans,
+            drop_path=m.drop_path,
+            out_dim=m.out_dim,
+            hidden_dim=m.hidden_dim,
+            bottleneck_dim=m.bottleneck_dim,
+            norm_last_layer=m.norm_last_layer,
+            patch_head=m.patch_head,
+            patch_out_dim=m.patch_out_dim,
+            mask_token=config.loss.terms.masked.weight > 0,
+        )
+
     def train(self, mode: bool = True) -> StudentTeacher:
         """Set the student's mode; the teacher always stays in eval mode."""
         super().train(mode)
         self.teacher.eval()
         return self
 
-    def forward_student(self, views: Sequence[Tensor]) -> list[Tensor]:
-        """Student tokens ``(B, 1 + N_v, D)`` of every view (globals first by convention)."""
-        return self.student(views)
+    def forward_student(
+        self, views: Sequence[Tensor], masks: Sequence[Tensor] | None = None
+    ) -> list[Tensor]:
+        """Student tokens ``(B, 1 + N_v, D)`` of every view (globals first by convention).
+
+        Args:
+            views: ``(B, C, S_v, S_v)`` images per view.
+            masks: ``(B, N_v)`` bool patch masks of the global views, or None.
+        """
+        return self.student(views, masks)
 
     @torch.no_grad()
     def forward_teacher(self, views: Sequence[Tensor]) -> list[Tensor]:

@@ -13,7 +13,6 @@ from patchdino.data.datasets import (
     canvas_for,
     default_root,
     detect_kind,
-    statistics,
 )
 from patchdino.data.datasets.holdout import holdout_part
 from patchdino.data.multicrop import MultiCropAugmentation, MultiCropSpec
@@ -87,23 +86,6 @@ def open_dataset(config: Config, split: str = "train") -> CanvasDataset:
     return dataset
 
 
-def normalisation(config: Config, kind: str, channels: int) -> tuple[tuple[float, ...], ...]:
-    """``(mean, std)`` of the configured or usual statistics, with ``channels`` entries.
-
-    The usual statistics are the kind's (:func:`~patchdino.data.datasets.statistics`);
-    ImageNet's for any other ``kind`` name.
-    """
-    if config.data.mean is not None and config.data.std is not None:
-        mean, std = config.data.mean, config.data.std
-    else:
-        mean, std = statistics(kind)
-    if len(mean) == channels:
-        return mean, std
-    if channels == 1:
-        return (sum(mean) / len(mean),), (sum(std) / len(std),)
-    return mean * 3, std * 3
-
-
 def build_augmentation(
     config: Config, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> MultiCropAugmentation:
@@ -115,40 +97,13 @@ def build_augmentation(
 
 
 def build_model(config: Config, in_chans: int) -> StudentTeacher:
-    """Student backbone and heads with an identical EMA teacher."""
-    m = config.model
-    return StudentTeacher.create(
-        m.arch,
-        patch_size=m.patch_size,
-        img_size=config.views.global_size,
-        in_chans=in_chans,
-        drop_path=m.drop_path,
-        out_dim=m.out_dim,
-        hidden_dim=m.hidden_dim,
-        bottleneck_dim=m.bottleneck_dim,
-        norm_last_layer=m.norm_last_layer,
-        patch_head=m.patch_head,
-        patch_out_dim=m.patch_out_dim,
-    )
+    """Student backbone and heads with an identical EMA teacher (see ``from_config``)."""
+    return StudentTeacher.from_config(config, in_chans)
 
 
 def build_loss(config: Config) -> LocalGlobalLoss:
-    """The local-global loss of ``config.loss`` for the configured view sizes."""
-    lo, v, m = config.loss, config.views, config.model
-    return LocalGlobalLoss(
-        out_dim=m.out_dim,
-        num_patches=(v.global_size // m.patch_size) ** 2,
-        patch_out_dim=m.patch_out_dim if m.patch_head == "separate" else None,
-        num_local_patches=(v.local_size // m.patch_size) ** 2,
-        student_temp=lo.student_temp,
-        centre_mode=lo.centre,
-        centre_momentum=lo.centre_momentum,
-        centre_tokens=lo.centre_tokens,
-        patch_loss=lo.patch_loss,
-        cls_weighting=lo.cls_weighting,
-        cls_weight=lo.cls_weight,
-        local_local=lo.local_local,
-    )
+    """The loss of ``config.loss`` for the configured views (see ``from_config``)."""
+    return LocalGlobalLoss.from_config(config)
 
 
 def build_step(config: Config, in_chans: int, device: torch.device | str = "cpu") -> PretrainStep:
@@ -158,13 +113,7 @@ def build_step(config: Config, in_chans: int, device: torch.device | str = "cpu"
     with ``run.compile`` the student and teacher backbones are compiled.
     """
     torch.manual_seed(config.run.seed)
-    step = PretrainStep(
-        build_model(config, in_chans),
-        build_loss(config),
-        config.loss.matching,
-        config.loss.match_threshold,
-        patch_pairs_per_view=config.loss.patch_pairs_per_view,
-    ).to(device)
+    step = PretrainStep.from_config(config, in_chans).to(device)
     if config.run.compile:
         step.model.student.backbone.compile()
         step.model.teacher.backbone.compile()

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from patchdino.config import Config
+from patchdino.config.checks import pair_limit_problem
 from patchdino.data.batch import MultiCropBatch
 from patchdino.losses import LocalGlobalLoss
 from patchdino.losses.local_global import LocalGlobalOutput
@@ -29,8 +31,8 @@ from patchdino.losses.pairs import PairPlan
 from patchdino.matching import match_patches
 from patchdino.matching.types import PatchMatches
 from patchdino.models import StudentTeacher
+from patchdino.precision import autocast_for
 from patchdino.train.optim import apply_schedule, cancel_last_layer_gradients, clip_gradients
-from patchdino.train.precision import autocast_for
 from patchdino.train.schedules import ScheduleValues
 
 Phases = Callable[[str], contextlib.AbstractContextManager[Any]]
@@ -63,23 +65,37 @@ class PretrainStep(nn.Module):
         patch_pairs_per_view: int = 0,
     ) -> None:
         super().__init__()
-        if patch_pairs_per_view < 0:
-            raise ValueError(
-                f"patch_pairs_per_view must be >= 0 (0 keeps all), got {patch_pairs_per_view}"
-            )
+        problem = pair_limit_problem("patch_pairs_per_view", patch_pairs_per_view)
+        if problem is not None:
+            raise ValueError(problem)
         self.model = model
         self.loss = loss
         self.matching = matching
         self.threshold = threshold
         self.patch_pairs_per_view = patch_pairs_per_view
 
+    @classmethod
+    def from_config(cls, config: Config, in_chans: int) -> PretrainStep:
+        """The model, loss and matching of ``config`` (weights from the global generator)."""
+        patch = config.loss.terms.patch
+        return cls(
+            StudentTeacher.from_config(config, in_chans),
+            LocalGlobalLoss.from_config(config),
+            patch.matching,
+            patch.match_threshold,
+            patch_pairs_per_view=patch.pairs_per_view,
+        )
+
     def plan(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> PairPlan:
         """Match the patches of every loss view pair from the batch geometry (on its device).
 
+        With the masked term, the masks of the global views are drawn here too, after the
+        pair sampling and from the same generator, so that a resumed run draws them again.
+
         Args:
             batch: the views and their geometry.
-            generator: source of the pair sampling of ``patch_pairs_per_view`` (on the
-                geometry's device); None uses torch's global generator.
+            generator: source of the pair sampling of ``patch_pairs_per_view`` and of the
+                masks (on the geometry's device); None uses torch's global generator.
         """
         geometry = batch.geometry
         num_global = len(batch.global_views)
@@ -94,7 +110,11 @@ class PretrainStep(nn.Module):
                 for i, v in self.loss.view_pairs(num_global, len(geometry))
             }
         num_tokens = [1 + g.num_patches for g in geometry]
-        return self.loss.plan(matches, num_tokens, batch.batch_size, num_global)
+        side = geometry[0].grid
+        masks = self.loss.sample_masks(
+            num_global, batch.batch_size, (side, side), generator, geometry[0].boxes.device
+        )
+        return self.loss.plan(matches, num_tokens, batch.batch_size, num_global, masks=masks)
 
     def forward(
         self,
@@ -120,7 +140,7 @@ class PretrainStep(nn.Module):
                 self.model.forward_teacher(batch.local_views) if self.loss.local_local else []
             )
         with phase(phases, "student forward"):
-            student = self.model.forward_student(batch.views)
+            student = self.model.forward_student(batch.views, plan.masks)
         with phase(phases, "loss"):
             return self.loss(
                 student,
@@ -146,7 +166,7 @@ def forward_backward(
 ) -> LocalGlobalOutput:
     """Loss of one (micro-)batch and the backward pass of it divided by ``accumulation``.
 
-    The forward pass runs under :func:`~patchdino.train.precision.autocast_for` of
+    The forward pass runs under :func:`~patchdino.precision.autocast_for` of
     ``precision`` on the batch's device; gradients add to those already there.
 
     Args:
@@ -233,8 +253,9 @@ def sample_matches(
     Raises:
         ValueError: for a negative ``limit``.
     """
-    if limit < 0:
-        raise ValueError(f"the pair limit must be >= 0 (0 keeps all), got {limit}")
+    problem = pair_limit_problem("the pair limit", limit)
+    if problem is not None:
+        raise ValueError(problem)
     valid = matches.valid
     if limit == 0 or valid.shape[1] <= limit:
         return matches

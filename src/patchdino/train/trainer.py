@@ -26,7 +26,15 @@ from typing import Any
 
 import torch
 
-from patchdino.config import Config
+from patchdino.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from patchdino.config import Config, flatten_tree
+from patchdino.data.datasets import normalisation
 from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
@@ -35,14 +43,7 @@ from patchdino.train.build import (
     build_augmentation,
     build_step,
     data_kind,
-    normalisation,
     open_dataset,
-)
-from patchdino.train.checkpoint import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
 )
 from patchdino.train.metrics import MetricsWriter, read_metrics
 from patchdino.train.optim import build_optimizer
@@ -50,8 +51,6 @@ from patchdino.train.schedules import Schedules, ScheduleValues
 from patchdino.train.signals import StopRequest
 from patchdino.train.step import forward_backward, optimiser_step
 from patchdino.viz.curves import plot_loss_curves
-
-CHECKPOINT_FORMAT = "patchdino-pretrain-v1"
 
 
 class TrainingError(RuntimeError):
@@ -263,7 +262,7 @@ class Trainer:
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             # The kind actually read, not "auto", so that the file says what was trained on.
-            saved = replace(config, data=replace(config.data, kind=self.kind))
+            saved = replace(config, data=replace(config.data, kind=self.kind))  # type: ignore[arg-type]
             (self.output / "config.yaml").write_text(saved.to_yaml())
             writer = MetricsWriter(self.output / "metrics.jsonl", resume_step=step)
             tensorboard = _tensorboard(self.output / "tensorboard", purge_step=step + 1)
@@ -401,13 +400,8 @@ def _agree(signal_name: str | None, device: torch.device) -> str | None:
 
 def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Dotted keys outside ``run`` whose value differs between two config dicts."""
-    return [
-        f"{section}.{key}"
-        for section, values in now.items()
-        if section != "run"
-        for key, value in values.items()
-        if saved.get(section, {}).get(key) != value
-    ]
+    before, after = flatten_tree(saved), flatten_tree(now)
+    return [k for k, v in after.items() if not k.startswith("run.") and before.get(k) != v]
 
 
 def _bad_image_count(dataset: Any) -> int:

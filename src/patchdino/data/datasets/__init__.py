@@ -34,6 +34,7 @@ from patchdino.data.datasets.kinds import (
     default_root,
     detect_kind,
     get_kind,
+    normalisation,
     statistics,
 )
 from patchdino.data.datasets.safe_pickle import UnsafePickleError, load_restricted_pickle
@@ -68,6 +69,7 @@ __all__ = [
     "find_fashion_mnist",
     "get_kind",
     "load_restricted_pickle",
+    "normalisation",
     "pad_to_canvas",
     "read_idx",
     "resize_to_canvas",

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import torch
 
+from patchdino.config.checks import literal_values
+from patchdino.config.data import BadImagePolicy
+
 logger = logging.getLogger("patchdino.data")
 
-BAD_IMAGE_POLICIES = ("skip", "fail")
+BAD_IMAGE_POLICIES: tuple[str, ...] = literal_values(BadImagePolicy) or ()
+"""``data.on_bad_image`` values."""
 
 
 class BadImageError(ValueError):

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from patchdino.config import Config
+from patchdino.config.checks import literal_values
+from patchdino.config.data import DatasetKind
 from patchdino.data.datasets.bad_images import check_policy
 from patchdino.data.datasets.base import CanvasDataset
 from patchdino.data.datasets.files import (
@@ -201,6 +204,11 @@ KINDS: dict[str, DataKind] = {kind.name: kind for kind in _RECORDS}
 """Every data set kind by name."""
 DATASET_KINDS: tuple[str, ...] = tuple(KINDS)
 """Names of the kinds (``data.kind`` also accepts ``"auto"``)."""
+if DATASET_KINDS != literal_values(DatasetKind):
+    raise ImportError(  # the registry and the config's type must name the same kinds
+        f"data set kinds {DATASET_KINDS} differ from patchdino.config.DatasetKind "
+        f"{literal_values(DatasetKind)}"
+    )
 FILE_KINDS: tuple[str, ...] = tuple(k.name for k in _RECORDS if not k.in_memory)
 """Kinds read from image files, one at a time."""
 AUTO_DEFAULT_KIND = "fashion_mnist"
@@ -224,6 +232,23 @@ def get_kind(name: str) -> DataKind:
 def statistics(name: str) -> Statistics:
     """``(mean, std)`` usual for the kind ``name``; ImageNet's for any other name."""
     return KINDS[name].statistics if name in KINDS else IMAGENET_STATISTICS
+
+
+def normalisation(config: Config, kind: str, channels: int) -> tuple[tuple[float, ...], ...]:
+    """``(mean, std)`` of the configured or usual statistics, with ``channels`` entries.
+
+    The usual statistics are the kind's (:func:`~patchdino.data.datasets.statistics`);
+    ImageNet's for any other ``kind`` name.
+    """
+    if config.data.mean is not None and config.data.std is not None:
+        mean, std = config.data.mean, config.data.std
+    else:
+        mean, std = statistics(kind)
+    if len(mean) == channels:
+        return mean, std
+    if channels == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return mean * 3, std * 3
 
 
 def canvas_for(name: str, canvas: int | None) -> int | None:

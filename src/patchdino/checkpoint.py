@@ -20,6 +20,8 @@ import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint inside a run folder."""
+CHECKPOINT_FORMAT = "patchdino-pretrain-v1"
+"""The ``format`` entry of a pretraining checkpoint, checked by everything that reads one."""
 
 
 class CheckpointError(RuntimeError):

@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from patchdino.train.precision import PRECISIONS, autocast_for, effective_precision
+from patchdino.precision import PRECISIONS, autocast_for, effective_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -1,4 +1,4 @@
-"""Numeric precision of the training step: the one place that decides about bf16 autocast."""
+"""Numeric precision of training and evaluation: the one place that decides about bf16 autocast."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from patchdino.config.checks import literal_values
+from patchdino.config.run import Precision
+
+PRECISIONS: tuple[str, ...] = literal_values(Precision) or ()
 """``run.precision`` values: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere."""
 
 

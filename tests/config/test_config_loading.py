@@ -48,7 +48,7 @@ def test_every_kind_of_problem_is_reported_together(tmp_path: Path) -> None:
         "views.global_size 30 is not divisible by model.patch_size 16",
         "views.local_size 96 is larger than views.global_size 30",
         "loss.local_local needs at least 2 local views",
-        "loss.matching: 'closest' is not one of grid, nearest",
+        "loss.terms.patch.matching: 'closest' is not one of grid, nearest",
         "run.seed must lie in [0, 2**32), got -1",
         "unknown key 'run.devcie'",
         "data.num_workers: expected an integer, got 'two'",

@@ -8,7 +8,7 @@ import pytest
 
 from patchdino.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_the_expected_configs_exist() -> None:
@@ -31,5 +31,5 @@ def test_imagenet_config_is_the_papers_setting() -> None:
     config = load_config(Path(CONFIGS[0]).parent / "imagenet_vit_small.yaml")
     assert config.model.arch == "vit_small_patch16_224" and config.model.out_dim == 65536
     assert (config.views.global_size, config.views.local_size) == (224, 96)
-    assert config.views.num_local == 8 and config.loss.matching == "grid"
+    assert config.views.num_local == 8 and config.loss.terms.patch.matching == "grid"
     assert config.loss.patch_loss and config.loss.cls_weighting == "token"

@@ -1,0 +1,40 @@
+"""The ``model`` section: backbone and projection heads (docs/method.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from patchdino.config.checks import fraction_problem, positive_problems
+from patchdino.config.section import Section
+
+PatchHead = Literal["shared", "separate"]
+"""shared: patches use the CLS head (the paper) | separate: a head of their own."""
+
+
+@dataclass
+class ModelConfig(Section):
+    """Backbone and projection heads (docs/method.md section 3)."""
+
+    arch: str = "vit_small_patch16_224"
+    """A timm ViT name, or one of patchdino's small custom sizes."""
+    patch_size: int = 16
+    drop_path: float = 0.1
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = True
+    patch_head: PatchHead = "shared"
+    """shared: patches use the CLS head (the paper); separate: a head of their own."""
+    patch_out_dim: int = 65536
+    """Output width of the separate patch head."""
+
+    def rules(self, prefix: str) -> list[str]:
+        problems = positive_problems(
+            {
+                f"{prefix}{name}": getattr(self, name)
+                for name in ("out_dim", "hidden_dim", "bottleneck_dim", "patch_out_dim")
+            }
+        )
+        drop_path = fraction_problem(f"{prefix}drop_path", self.drop_path, closed=False)
+        return problems + ([drop_path] if drop_path else [])

@@ -1,0 +1,54 @@
+"""The ``optim`` section: optimisation and schedules (docs/method.md section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from patchdino.config.checks import positive_problems
+from patchdino.config.section import Section
+
+
+@dataclass
+class OptimConfig(Section):
+    """Optimisation and schedules (docs/method.md section 5)."""
+
+    batch_size: int = 64
+    """Images per step on one process (the global batch is this times the world size)."""
+    epochs: int = 100
+    lr: float = 5e-4
+    """Peak learning rate for a global batch of 256; scaled linearly by the global batch."""
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.996
+    clip_grad: float = 3.0
+    """Gradient-norm clip per parameter tensor as in DINO; 0 disables."""
+    freeze_last_layer: float = 1.0
+    """Epochs during which the head's last layer is not updated."""
+    accumulation: int = 1
+    """Gradient accumulation steps per optimiser step."""
+
+    def rules(self, prefix: str) -> list[str]:
+        problems = positive_problems(
+            {
+                f"{prefix}{name}": getattr(self, name)
+                for name in ("batch_size", "epochs", "accumulation")
+            }
+        )
+        if self.weight_decay < 0 or self.weight_decay_end < 0:
+            problems.append(
+                f"{prefix}weight_decay and weight_decay_end must be >= 0, got "
+                f"{self.weight_decay}, {self.weight_decay_end}"
+            )
+        if self.lr <= 0 or self.min_lr < 0:
+            problems.append(
+                f"{prefix}lr must be > 0 and {prefix}min_lr >= 0, got {self.lr}, {self.min_lr}"
+            )
+        if not 0 <= self.momentum_teacher <= 1:
+            problems.append(
+                f"{prefix}momentum_teacher must lie in [0, 1], got {self.momentum_teacher}"
+            )
+        if self.warmup_epochs < 0 or self.freeze_last_layer < 0 or self.clip_grad < 0:
+            problems.append(f"{prefix}warmup_epochs, freeze_last_layer and clip_grad must be >= 0")
+        return problems

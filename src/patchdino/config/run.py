@@ -1,0 +1,51 @@
+"""The ``run`` section: run-time settings (device, precision, steps, saving, logging)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from patchdino.config.checks import positive_problems
+from patchdino.config.section import Section
+
+Precision = Literal["auto", "fp32", "bf16"]
+"""auto: bf16 autocast on CUDA and fp32 elsewhere (:mod:`patchdino.precision`)."""
+NonFinitePolicy = Literal["stop", "skip"]
+"""What to do with a non-finite loss."""
+
+
+def device_problem(key: str, device: str) -> str | None:
+    """Why ``device`` is not auto, cpu, cuda or cuda:N, or None when it is one of them."""
+    if device in ("auto", "cpu", "cuda") or device.startswith("cuda:"):
+        return None
+    return f"{key} '{device}' is not auto, cpu, cuda or cuda:N"
+
+
+@dataclass
+class RunConfig(Section):
+    """Run-time settings."""
+
+    seed: int = 0
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    precision: Precision = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."""
+    max_steps: int | None = None
+    """Total optimiser steps; None runs ``optim.epochs`` epochs."""
+    save_every: int = 1000
+    log_every: int = 1
+    compile: bool = False
+    deterministic: bool = False
+    on_nonfinite: NonFinitePolicy = "stop"
+    """stop | skip: what to do with a non-finite loss."""
+
+    def rules(self, prefix: str) -> list[str]:
+        problems = positive_problems(
+            {f"{prefix}save_every": self.save_every, f"{prefix}log_every": self.log_every}
+        )
+        if self.max_steps is not None and self.max_steps <= 0:
+            problems.append(f"{prefix}max_steps must be > 0, got {self.max_steps}")
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"{prefix}seed must lie in [0, 2**32), got {self.seed}")
+        device = device_problem(f"{prefix}device", self.device)
+        return problems + ([device] if device else [])
