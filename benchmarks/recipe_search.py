@@ -80,6 +80,21 @@ CANDIDATES: dict[str, list[str]] = {
     "dino": ["loss.terms.patch.weight=0"],
     "batch128": ["optim.batch_size=128"],
     "batch32": ["optim.batch_size=32"],
+    # DINOv2-era loss terms on the recipe (docs/results.md, "Beyond the paper").
+    "masked": ["loss.terms.masked.weight=1"],
+    "koleo": ["loss.terms.koleo.weight=0.1"],
+    "sinkhorn": ["loss.centring=sinkhorn"],
+    "dinov2_style": [
+        "loss.terms.patch.weight=0",
+        "loss.terms.masked.weight=1",
+        "loss.terms.koleo.weight=0.1",
+        "loss.centring=sinkhorn",
+    ],
+    "dinov2_matched": [
+        "loss.terms.masked.weight=1",
+        "loss.terms.koleo.weight=0.1",
+        "loss.centring=sinkhorn",
+    ],
 }
 """Named candidates; any other setting can be tried with ``--try NAME:key=value,...``."""
 

@@ -96,5 +96,5 @@ def test_config_field_is_validated() -> None:
         == 8
     )
     assert load_config(None).loss.terms.patch.pairs_per_view == 0
-    with pytest.raises(ConfigError, match="loss.terms.patch.pairs_per_view"):
+    with pytest.raises(ConfigError, match=r"loss\.terms\.patch\.pairs_per_view"):
         load_config(None, ["loss.terms.patch.pairs_per_view=-1"])

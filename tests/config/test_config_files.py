@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from patchdino.config import load_config
+from patchdino.config import config_keys, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -33,3 +33,21 @@ def test_imagenet_config_is_the_papers_setting() -> None:
     assert (config.views.global_size, config.views.local_size) == (224, 96)
     assert config.views.num_local == 8 and config.loss.terms.patch.matching == "grid"
     assert config.loss.patch_loss and config.loss.cls_weighting == "token"
+
+
+@pytest.mark.parametrize(
+    ("preset", "base"),
+    [
+        ("fashion_mnist_dinov2_style", "fashion_mnist_tiny"),
+        ("imagenet_vit_small_dinov2_style", "imagenet_vit_small"),
+    ],
+)
+def test_dinov2_style_presets_change_only_the_loss_terms(preset: str, base: str) -> None:
+    styled, plain = config_keys(load_config(preset)), config_keys(load_config(base))
+    changed = {k: v for k, v in styled.items() if plain[k] != v}
+    assert changed == {
+        "loss.terms.patch.weight": 0.0,
+        "loss.terms.masked.weight": 1.0,
+        "loss.terms.koleo.weight": 0.1,
+        "loss.centring": "sinkhorn",
+    }

@@ -155,8 +155,20 @@ def test_extending_max_steps_continues_on_the_longer_schedule(
         ["loss.local_local=true"],
         ["optim.accumulation=2", "optim.batch_size=4"],
         ["model.patch_head=separate", "loss.centre=shared"],
+        ["loss.centring=sinkhorn", "model.patch_head=separate"],
+        ["loss.terms.masked.weight=1", "loss.terms.koleo.weight=0.1", "loss.terms.patch.weight=0"],
+        ["loss.terms.masked.weight=1", "loss.terms.masked.probability=1"],
     ],
-    ids=["no-patch-loss", "nearest", "local-local", "accumulation", "separate-head"],
+    ids=[
+        "no-patch-loss",
+        "nearest",
+        "local-local",
+        "accumulation",
+        "separate-head",
+        "sinkhorn",
+        "masked-koleo",
+        "masked-and-matched",
+    ],
 )
 def test_loss_variants_train(data: Path, tmp_path: Path, overrides: list[str]) -> None:
     out = tmp_path / "run"
@@ -172,6 +184,31 @@ def test_loss_variants_train(data: Path, tmp_path: Path, overrides: list[str]) -
         assert all(r["loss_patch"] == 0 for r in records)
     else:
         assert all(r["loss_patch"] > 0 and r["matched_patches"] > 0 for r in records)
+    if config.loss.terms.masked.weight > 0:
+        assert all(r["loss_masked"] > 0 for r in records)
+        assert "student.backbone.mask_token" in state["model"]
+    if config.loss.terms.koleo.weight > 0:
+        assert all(math.isfinite(r["loss_koleo"]) for r in records)
+    if config.loss.centring == "sinkhorn":  # the EMA centres are not used
+        assert all(float(c.abs().sum()) == 0 for c in state["loss"].values())
+
+
+def test_masked_run_resumes_to_the_uninterrupted_losses(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Masks come from the step's generator: a resumed run draws the same masks again."""
+    terms = ("loss.terms.masked.weight=1", "loss.centring=sinkhorn", "loss.terms.koleo.weight=0.1")
+    whole = uninterrupted_run(data, tmp_path / "whole", 4, *terms)
+    out = tmp_path / "run"
+    args = cli_args(data, out, 4, *terms)
+    with single_thread():
+        with monkeypatch.context() as patch:
+            stop_after(patch, 2)
+            assert run_cli(args) == 143
+        assert run_cli(args) == 0
+    assert steps(out) == [1, 2, 3, 4]
+    for key in ("loss", "loss_masked", "loss_koleo", "loss_patch"):
+        assert losses(out, key) == losses(whole, key), key
 
 
 def test_image_folder_of_files_trains_without_workers(tmp_path: Path) -> None:
