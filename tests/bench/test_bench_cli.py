@@ -95,7 +95,7 @@ def test_out_of_memory_marks_the_row_and_the_run_goes_on(monkeypatch: pytest.Mon
     original = TrainingStep.__call__
 
     def fail_on_reference(self: TrainingStep, batch: MultiCropBatch, plan: object) -> object:
-        if type(self.module).__name__ == "ReferenceStep":
+        if type(self.module.loss).__name__ == "ReferenceLocalGlobalLoss":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
         return original(self, batch, plan)
 

@@ -75,7 +75,7 @@ def test_reference_equals_local_global_loss(
     for centre in (loss.centre, loss.patch_centre):
         if centre is not None:
             centre.centre.normal_()  # a non-zero centre, so that its rows matter
-    reference = ReferenceLocalGlobalLoss.like(loss)
+    reference = ReferenceLocalGlobalLoss(loss)
     for a, b in zip(loss.buffers(), reference.buffers()):
         assert torch.equal(a, b)
 
@@ -101,7 +101,9 @@ def test_reference_equals_local_global_loss(
 def test_reference_updates_the_centre_from_every_teacher_token() -> None:
     student, teacher, matches = _inputs(seed=2)
     head = _head(K, 1)
-    reference = ReferenceLocalGlobalLoss(K, GLOBAL_GRID**2, centre_momentum=0.5).double()
+    reference = ReferenceLocalGlobalLoss(
+        LocalGlobalLoss(K, GLOBAL_GRID**2, centre_momentum=0.5).double()
+    )
     reference(student, teacher, (head, head), (head, head), T_T, matches=matches)
     with torch.no_grad():
         logits = torch.stack([head(t) for t in teacher])  # (2, B, 1 + N, K)
@@ -112,7 +114,7 @@ def test_reference_updates_the_centre_from_every_teacher_token() -> None:
 def test_reference_rejects_local_local_pairs() -> None:
     loss = LocalGlobalLoss(K, GLOBAL_GRID**2, num_local_patches=4, local_local=True)
     with pytest.raises(ValueError, match="local-local"):
-        ReferenceLocalGlobalLoss.like(loss)
+        ReferenceLocalGlobalLoss(loss)
 
 
 @pytest.mark.cuda
@@ -123,7 +125,7 @@ def test_reference_equals_local_global_loss_on_cuda_in_bf16() -> None:
     student, teacher, matches = _inputs(seed=3)
     head_s, head_t = _head(K, 1).float().to(device), _head(K, 2).float().to(device)
     loss = LocalGlobalLoss(K, GLOBAL_GRID**2).to(device)
-    reference = ReferenceLocalGlobalLoss.like(loss).to(device)
+    reference = ReferenceLocalGlobalLoss(loss).to(device)
     on_device = {pair: m.to(device) for pair, m in matches.items()}
     teacher_gpu = [t.float().to(device) for t in teacher]
 
@@ -141,3 +143,17 @@ def test_reference_equals_local_global_loss_on_cuda_in_bf16() -> None:
     torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=1e-3)
     cosine = torch.nn.functional.cosine_similarity(ours_grad, theirs_grad, dim=0)
     assert cosine.item() > 0.99
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"weights": {"masked": 1.0}}, "not masked"),
+        ({"weights": {"koleo": 0.1}}, "not koleo"),
+        ({"centring": "sinkhorn"}, "centring=sinkhorn"),
+    ],
+)
+def test_reference_has_only_the_papers_terms(options: dict[str, object], fragment: str) -> None:
+    loss = LocalGlobalLoss(K, GLOBAL_GRID**2, **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=fragment):
+        ReferenceLocalGlobalLoss(loss)

@@ -2,7 +2,6 @@
 
 from patchdino.bench.cases import MODES, BenchCase, BenchSettings, make_cases
 from patchdino.bench.reference_loss import ReferenceLocalGlobalLoss
-from patchdino.bench.reference_step import ReferenceStep
 from patchdino.bench.report import format_report, write_json
 from patchdino.bench.results import BenchResult, BenchRow
 from patchdino.bench.runner import run_bench
@@ -14,7 +13,6 @@ __all__ = [
     "BenchRow",
     "BenchSettings",
     "ReferenceLocalGlobalLoss",
-    "ReferenceStep",
     "format_report",
     "make_cases",
     "run_bench",

@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 from patchdino.bench.reference_loss import ReferenceLocalGlobalLoss
-from patchdino.bench.reference_step import ReferenceStep
 from patchdino.config import Config
 from patchdino.data.batch import MultiCropBatch
-from patchdino.losses import LocalGlobalOutput, PairPlan
+from patchdino.losses import LocalGlobalLoss, LocalGlobalOutput, PairPlan
 from patchdino.train.build import build_step
 from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import ScheduleValues
@@ -31,17 +30,21 @@ class TrainingStep:
         config: model, loss, optimiser and run settings (``run.precision``, ``run.compile``).
         device: where the model lives.
         in_chans: image channels.
-        reference: compute the loss as the reference does (:class:`ReferenceStep`).
+        reference: compute the loss as the reference does (:class:`ReferenceLocalGlobalLoss`
+            in the trainer's :class:`PretrainStep`).
     """
 
     def __init__(
         self, config: Config, device: torch.device, in_chans: int = 3, reference: bool = False
     ) -> None:
         step = build_step(config, in_chans, device)
-        self.module: PretrainStep | ReferenceStep = step
+        self.module = step
         if reference:
-            loss = ReferenceLocalGlobalLoss.like(step.loss).to(device)
-            self.module = ReferenceStep(step.model, loss, step.matching, step.threshold)
+            assert isinstance(step.loss, LocalGlobalLoss)
+            loss = ReferenceLocalGlobalLoss(step.loss).to(device)
+            self.module = PretrainStep(
+                step.model, loss, step.matching, step.threshold, step.patch_pairs_per_view
+            )
         self.model = step.model
         self.module.train()
         self.config = config

@@ -9,19 +9,21 @@ computed with the reference's memory and compute pattern:
    ``(B, M, K)`` tensors (one copy per pair) and a separate cross-entropy is taken per pair.
 
 The centre is updated from the teacher outputs of all tokens (the reference's batch mean per
-token position), not only of the matched ones. Used only to measure what the planned,
-once-per-matched-token computation of :class:`~patchdino.losses.LocalGlobalLoss` saves.
+token position), not only of the matched ones. ``patchdino bench --modes reference`` times it
+to show what the planned, once-per-matched-token computation of
+:class:`~patchdino.losses.LocalGlobalLoss` saves; the tests compare the two.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from patchdino.losses import CLS_WEIGHTINGS, Centre, LocalGlobalLoss, LocalGlobalOutput
-from patchdino.losses.local_global import HeadPair, ProjectionHead
+from patchdino.losses import Centre, LocalGlobalLoss, LocalGlobalOutput
+from patchdino.losses.heads import HeadPair, ProjectionHead
 from patchdino.losses.pairs import ViewPair, view_pairs
 from patchdino.matching.types import PatchMatches
 
@@ -29,76 +31,56 @@ from patchdino.matching.types import PatchMatches
 class ReferenceLocalGlobalLoss(nn.Module):
     """Head on all tokens, per-pair gathers and per-pair cross-entropies.
 
+    Built from the fast loss whose options it computes (temperatures, weighting, patch term,
+    centres: copies of ``loss``'s, so that both start from the same values); it plugs into
+    :class:`~patchdino.train.step.PretrainStep` in place of that loss, its plan being the
+    batch's matches.
+
     Args:
-        out_dim: output width ``K`` of the (CLS) head.
-        num_patches: patch tokens ``N`` of a global view.
-        patch_out_dim: output width of a separate patch head; None when it is shared.
-        student_temp: student temperature ``T_s``.
-        centre_mode: ``"position"`` or ``"shared"`` (see :class:`~patchdino.losses.Centre`).
-        centre_momentum: EMA momentum of the centre.
-        patch_loss: include matched patch pairs; False gives plain DINO.
-        cls_weighting: ``"token"`` or ``"split"`` (as in :class:`LocalGlobalLoss`).
-        cls_weight: CLS weight of the ``"split"`` weighting.
+        loss: the loss to compute the reference's way.
+
+    Raises:
+        ValueError: for options the reference code does not have (local-local pairs, loss
+            terms other than ``cls`` and ``patch``, Sinkhorn-Knopp centring).
     """
 
-    def __init__(
-        self,
-        out_dim: int,
-        num_patches: int,
-        patch_out_dim: int | None = None,
-        student_temp: float = 0.1,
-        centre_mode: str = "position",
-        centre_momentum: float = 0.9,
-        patch_loss: bool = True,
-        cls_weighting: str = "token",
-        cls_weight: float = 0.5,
-    ) -> None:
+    local_local = False
+    """The reference has no local-local pairs."""
+
+    def __init__(self, loss: LocalGlobalLoss) -> None:
         super().__init__()
-        if cls_weighting not in CLS_WEIGHTINGS:
-            raise ValueError(
-                f"cls_weighting must be one of {CLS_WEIGHTINGS}, got {cls_weighting!r}"
-            )
-        if student_temp <= 0:
-            raise ValueError(f"student_temp must be positive, got {student_temp}")
-        self.student_temp = student_temp
-        self.patch_loss = patch_loss
-        self.cls_weighting = cls_weighting
-        self.cls_weight = cls_weight
-        shared_head = patch_out_dim is None
-        grids = num_patches if (patch_loss and shared_head) else 0
-        self.centre = Centre(out_dim, grids, centre_mode, centre_momentum)
-        self.patch_centre: Centre | None = None
-        if patch_loss and patch_out_dim is not None:
-            self.patch_centre = Centre(patch_out_dim, num_patches, centre_mode, centre_momentum)
-
-    @classmethod
-    def like(cls, loss: LocalGlobalLoss) -> ReferenceLocalGlobalLoss:
-        """The reference computation of ``loss``'s options, with a copy of its centres.
-
-        Raises:
-            ValueError: for a loss with local-local pairs (the reference has none).
-        """
         if loss.local_local:
             raise ValueError("the reference computation has no local-local pairs")
-        patch_out_dim = None if loss.patch_centre is None else loss.patch_centre.centre.shape[1]
-        reference = cls(
-            out_dim=int(loss.centre.centre.shape[1]),
-            num_patches=loss.num_patches,
-            patch_out_dim=None if patch_out_dim is None else int(patch_out_dim),
-            student_temp=loss.student_temp,
-            centre_mode=loss.centre_mode,
-            centre_momentum=loss.centre.momentum,
-            patch_loss=loss.patch_loss,
-            cls_weighting=loss.cls_weighting,
-            cls_weight=loss.cls_weight,
-        )
-        reference.to(loss.centre.centre)  # the centre's device and dtype
-        reference.load_state_dict(loss.state_dict())
-        return reference
+        others = sorted(set(loss.weights) - {"cls", "patch"})
+        if others or loss.centring != "ema":
+            raise ValueError(
+                "the reference computation has the cls and patch terms with an EMA centre "
+                f"only, not {', '.join(others) or 'centring=' + loss.centring}"
+            )
+        self.student_temp = loss.student_temp
+        self.patch_loss = loss.patch_loss
+        self.cls_weighting = loss.cls_weighting
+        self.cls_weight = loss.cls_weight
+        self.weights = dict(loss.weights)
+        self.centre = copy.deepcopy(loss.centre)
+        self.patch_centre = copy.deepcopy(loss.patch_centre)
 
     def view_pairs(self, num_global: int, num_views: int) -> list[ViewPair]:
         """``(teacher view, student view)`` pairs of the loss, in a fixed order."""
         return view_pairs(num_global, num_views)
+
+    def sample_masks(self, *args: object, **kwargs: object) -> None:
+        """No masks: the reference has no masked-patch term."""
+        return None
+
+    def plan(
+        self,
+        matches: Mapping[ViewPair, PatchMatches] | None,
+        *args: object,
+        **kwargs: object,
+    ) -> Mapping[ViewPair, PatchMatches]:
+        """The reference's plan of a batch is its matches (``{}`` without the patch term)."""
+        return dict(matches or {})
 
     def forward(
         self,
@@ -108,7 +90,9 @@ class ReferenceLocalGlobalLoss(nn.Module):
         teacher_heads: HeadPair,
         teacher_temp: float,
         *,
+        plan: Mapping[ViewPair, PatchMatches] | None = None,
         matches: Mapping[ViewPair, PatchMatches] | None = None,
+        teacher_local_tokens: Sequence[Tensor] = (),
         update_centre: bool = True,
     ) -> LocalGlobalOutput:
         """Loss of one batch.
@@ -119,9 +103,11 @@ class ReferenceLocalGlobalLoss(nn.Module):
             student_heads: student ``(CLS head, patch head)``.
             teacher_heads: teacher ``(CLS head, patch head)``.
             teacher_temp: teacher temperature ``T_t``.
+            plan: the batch's matches as :meth:`plan` gives them (the same as ``matches``).
             matches: ``{(i, v): PatchMatches}`` for every pair of :meth:`view_pairs` (a pair
                 of two global views may be given as ``(v, i)``); unused without the patch
                 loss.
+            teacher_local_tokens: must be empty (no local-local pairs).
             update_centre: afterwards, move the centre towards the teacher outputs of all
                 tokens.
 
@@ -130,6 +116,9 @@ class ReferenceLocalGlobalLoss(nn.Module):
         """
         if teacher_temp <= 0:
             raise ValueError(f"teacher_temp must be positive, got {teacher_temp}")
+        if teacher_local_tokens:
+            raise ValueError("the reference computation has no local-local pairs")
+        matches = plan if plan is not None else matches
         num_global = len(teacher_tokens)
         pairs = self.view_pairs(num_global, len(student_tokens))
         patch_centre = self.centre if self.patch_centre is None else self.patch_centre

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -39,6 +39,54 @@ Phases = Callable[[str], contextlib.AbstractContextManager[Any]]
 """``phases(name)`` is a context manager around the phase ``name`` of a step."""
 
 
+class StepLoss(Protocol):
+    """What the step needs of its loss (:class:`LocalGlobalLoss`, or the benchmark's
+    computation of it the reference's way, whose plan is the batch's matches)."""
+
+    @property
+    def patch_loss(self) -> bool: ...
+
+    @property
+    def local_local(self) -> bool: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def view_pairs(self, num_global: int, num_views: int) -> list[tuple[int, int]]: ...
+
+    def sample_masks(
+        self,
+        num_global: int,
+        batch_size: int,
+        grid: tuple[int, int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> list[torch.Tensor] | None: ...
+
+    def plan(
+        self,
+        matches: dict[tuple[int, int], PatchMatches] | None,
+        num_tokens: list[int],
+        batch_size: int,
+        num_global: int,
+        *,
+        masks: list[torch.Tensor] | None = None,
+    ) -> Any: ...
+
+    def __call__(
+        self,
+        student_tokens: list[torch.Tensor],
+        teacher_tokens: list[torch.Tensor],
+        student_heads: Any,
+        teacher_heads: Any,
+        teacher_temp: float,
+        *,
+        plan: Any,
+        teacher_local_tokens: list[torch.Tensor],
+    ) -> LocalGlobalOutput: ...
+
+
 def phase(phases: Phases | None, name: str) -> contextlib.AbstractContextManager[Any]:
     """``phases(name)``, or a context manager that does nothing when ``phases`` is None."""
     return contextlib.nullcontext() if phases is None else phases(name)
@@ -49,7 +97,7 @@ class PretrainStep(nn.Module):
 
     Args:
         model: student and EMA teacher.
-        loss: the local-global loss (holds the centre).
+        loss: the local-global loss (holds the centre); any :class:`StepLoss`.
         matching: ``grid`` or ``nearest``.
         threshold: nearest mode's largest centre distance in coarser-patch units.
         patch_pairs_per_view: keep at most this many randomly chosen matched patch pairs per
@@ -59,7 +107,7 @@ class PretrainStep(nn.Module):
     def __init__(
         self,
         model: StudentTeacher,
-        loss: LocalGlobalLoss,
+        loss: StepLoss,
         matching: str,
         threshold: float,
         patch_pairs_per_view: int = 0,
@@ -119,7 +167,7 @@ class PretrainStep(nn.Module):
     def forward(
         self,
         batch: MultiCropBatch,
-        plan: PairPlan,
+        plan: Any,
         teacher_temp: float,
         phases: Phases | None = None,
     ) -> LocalGlobalOutput:
@@ -127,7 +175,8 @@ class PretrainStep(nn.Module):
 
         Args:
             batch: the views, ``(B, C, H_v, W_v)`` each, globals first.
-            plan: the batch's pair plan (:meth:`plan`).
+            plan: the batch's pair plan (:meth:`plan`): a :class:`PairPlan`, or what the
+                loss's own ``plan`` gives (the reference computation's matches).
             teacher_temp: teacher temperature of this step.
             phases: wraps the phases ``teacher forward``, ``student forward`` and ``loss``.
 
@@ -140,7 +189,8 @@ class PretrainStep(nn.Module):
                 self.model.forward_teacher(batch.local_views) if self.loss.local_local else []
             )
         with phase(phases, "student forward"):
-            student = self.model.forward_student(batch.views, plan.masks)
+            masks = plan.masks if isinstance(plan, PairPlan) else None
+            student = self.model.forward_student(batch.views, masks)
         with phase(phases, "loss"):
             return self.loss(
                 student,
