@@ -14,7 +14,6 @@ from pathlib import Path
 from patchdino.cli.errors import UsageError
 from patchdino.cli.features import (
     add_network_arguments,
-    check_positive,
 )
 from patchdino.cli.outputs import check_output, write_json
 
@@ -68,25 +67,23 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.eval.eval_data import Normalise
     from patchdino.eval.pipeline import RANDOM
     from patchdino.eval.segmentation import (
-        SEGMENTATION_EVAL_MODES,
         ProbeSettings,
+        probe_problems,
         train_segmentation_probe,
     )
     from patchdino.eval.segmentation_data import open_segmentation, segmentation_layout
 
     check_output(args.output, ".json")
-    check_positive(
-        layers=args.layers,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        max_train=args.max_train,
-        max_test=args.max_test,
-    )
-    if args.eval_mode not in SEGMENTATION_EVAL_MODES:
-        raise UsageError(f"--eval-mode must be one of {', '.join(SEGMENTATION_EVAL_MODES)}")
-    if args.lr <= 0 or args.weight_decay < 0:
-        raise UsageError("--lr must be > 0 and --weight-decay >= 0")
+    given = {
+        field: getattr(args, field)
+        for field in (
+            *("image_size", "layers", "epochs", "batch_size", "max_train", "max_test"),
+            *("lr", "weight_decay", "eval_mode"),
+        )
+    }
+    problems = probe_problems(given, lambda field: "--" + field.replace("_", "-"))
+    if problems:
+        raise UsageError(problems[0])
     if args.weights == "pixels":
         raise UsageError("segment needs a network: give a checkpoint, an export or 'random'")
     started = time.perf_counter()

@@ -14,10 +14,11 @@ the whole image to ``S x S``. Scores: :mod:`patchdino.eval.segmentation_metrics`
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -78,18 +79,33 @@ class ProbeSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "layers", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(
-                f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
-            )
-        if self.eval_mode not in SEGMENTATION_EVAL_MODES:
-            raise ValueError(
-                f"eval_mode must be one of {', '.join(SEGMENTATION_EVAL_MODES)}, got "
-                f"{self.eval_mode!r}"
-            )
+        problems = probe_problems(dataclasses.asdict(self))
+        if problems:
+            raise ValueError(problems[0])
+
+
+def probe_problems(values: Mapping[str, Any], name: Callable[[str], str] = str) -> list[str]:
+    """Every impossible value among probe settings given by field name (the one check of
+    :class:`ProbeSettings`, which the ``segment`` command runs before any work).
+
+    Args:
+        values: some or all fields of :class:`ProbeSettings`; None values are not checked.
+        name: how a field is named in the messages (e.g. as a command-line option).
+    """
+    problems = []
+    for key in ("image_size", "layers", "epochs", "batch_size", "max_train", "max_test"):
+        value = values.get(key)
+        if value is not None and value < 1:
+            problems.append(f"{name(key)} must be at least 1, got {value}")
+    lr, decay = values.get("lr"), values.get("weight_decay")
+    if (lr is not None and lr <= 0) or (decay is not None and decay < 0):
+        problems.append(f"{name('lr')} must be > 0 and {name('weight_decay')} >= 0")
+    mode = values.get("eval_mode")
+    if mode is not None and mode not in SEGMENTATION_EVAL_MODES:
+        problems.append(
+            f"{name('eval_mode')} must be one of {', '.join(SEGMENTATION_EVAL_MODES)}, got {mode!r}"
+        )
+    return problems
 
 
 @dataclass
