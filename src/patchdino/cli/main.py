@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export": "Export a checkpoint's backbone as .safetensors.",
     "demo": "Pretrain on Fashion-MNIST, evaluate by k-NN and write a report.",
     "bench": "Training-step throughput: model-only, input pipeline and end to end.",
+    "config": "Every config key with its type, default and doc; a resolved config.",
 }
 
 

@@ -30,7 +30,9 @@ class DataConfig(Section):
     mean: tuple[float, ...] | None = None
     """Per-channel normalisation mean; None uses the data set's usual statistics."""
     std: tuple[float, ...] | None = None
+    """Per-channel normalisation standard deviation; None uses the data set's usual statistics."""
     num_workers: int = 4
+    """Data loader worker processes that decode images (0: in the main process)."""
     on_bad_image: BadImagePolicy = "skip"
     """skip | fail: what to do with a corrupt, truncated or non-image file."""
     holdout: int = 0

@@ -123,20 +123,27 @@ class LossConfig(Section):
     cls_weighting: ClsWeighting = "token"
     """token: CLS is one token among 1 + matches (reference); split: fixed cls_weight."""
     cls_weight: float = 0.5
+    """CLS share of each view pair with the split weighting, in [0, 1]."""
     centring: Centring = "ema"
     """ema: subtract an EMA centre (DINO) | sinkhorn: Sinkhorn-Knopp normalisation of each
     batch's teacher outputs (DINOv2), for every term."""
     sinkhorn_iterations: int = 3
+    """Sinkhorn-Knopp iterations with loss.centring=sinkhorn (DINOv2: 3)."""
     centre: CentreMode = "position"
     """position: one centre per token position (reference) | shared: CLS + one for patches."""
     centre_tokens: CentreTokens = "matched"
     """matched: the centre statistics average the teacher tokens that take part in a pair |
     all: every teacher token (reference; the teacher head also runs on unmatched patches)."""
     centre_momentum: float = 0.9
+    """EMA momentum of the centre, in [0, 1)."""
     student_temp: float = 0.1
+    """Student softmax temperature."""
     teacher_temp: float = 0.04
+    """Teacher softmax temperature after its warm-up."""
     warmup_teacher_temp: float = 0.04
+    """Teacher temperature at the start of its warm-up."""
     warmup_teacher_temp_epochs: int = 0
+    """Epochs of the linear teacher-temperature warm-up (0: none)."""
 
     @property
     def patch_loss(self) -> bool:

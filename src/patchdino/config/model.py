@@ -19,11 +19,17 @@ class ModelConfig(Section):
     arch: str = "vit_small_patch16_224"
     """A timm ViT name, or one of patchdino's small custom sizes."""
     patch_size: int = 16
+    """ViT patch side in pixels."""
     drop_path: float = 0.1
+    """Stochastic depth rate of the student backbone, in [0, 1)."""
     out_dim: int = 65536
+    """Output width K of the DINO head (prototypes)."""
     hidden_dim: int = 2048
+    """Hidden width of the head's MLP."""
     bottleneck_dim: int = 256
+    """Width of the head's L2-normalised bottleneck."""
     norm_last_layer: bool = True
+    """Fix the row norms of the head's last layer to 1 (DINO's default)."""
     patch_head: PatchHead = "shared"
     """shared: patches use the CLS head (the paper); separate: a head of their own."""
     patch_out_dim: int = 65536

@@ -15,13 +15,19 @@ class OptimConfig(Section):
     batch_size: int = 64
     """Images per step on one process (the global batch is this times the world size)."""
     epochs: int = 100
+    """Pretraining epochs (run.max_steps, when given, counts instead)."""
     lr: float = 5e-4
     """Peak learning rate for a global batch of 256; scaled linearly by the global batch."""
     min_lr: float = 1e-6
+    """Learning rate at the end of the cosine schedule."""
     warmup_epochs: float = 10.0
+    """Epochs of the linear learning-rate warm-up."""
     weight_decay: float = 0.04
+    """AdamW weight decay at the start (cosine schedule; none on biases and norms)."""
     weight_decay_end: float = 0.4
+    """AdamW weight decay at the end of the cosine schedule."""
     momentum_teacher: float = 0.996
+    """Teacher EMA momentum at the start; it rises to 1 on a cosine."""
     clip_grad: float = 3.0
     """Gradient-norm clip per parameter tensor as in DINO; 0 disables."""
     freeze_last_layer: float = 1.0

@@ -26,6 +26,7 @@ class RunConfig(Section):
     """Run-time settings."""
 
     seed: int = 0
+    """Seed of the weights, the views, the matching samples and the masks."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
     precision: Precision = "auto"
@@ -33,9 +34,13 @@ class RunConfig(Section):
     max_steps: int | None = None
     """Total optimiser steps; None runs ``optim.epochs`` epochs."""
     save_every: int = 1000
+    """Optimiser steps between checkpoints (and at the end)."""
     log_every: int = 1
+    """Optimiser steps between metrics records (metrics.jsonl, TensorBoard)."""
     compile: bool = False
+    """torch.compile the student and teacher backbones."""
     deterministic: bool = False
+    """Ask torch for deterministic algorithms (slower on GPUs)."""
     on_nonfinite: NonFinitePolicy = "stop"
     """stop | skip: what to do with a non-finite loss."""
 

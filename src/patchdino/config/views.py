@@ -25,18 +25,29 @@ class ViewsConfig(Section):
     """
 
     global_size: int = 224
+    """Side of the global views in pixels (a multiple of model.patch_size)."""
     local_size: int = 96
+    """Side of the local views in pixels (a multiple of model.patch_size)."""
     num_local: int = 8
+    """Local views per image (besides the 2 global views)."""
     global_scale: tuple[float, float] = (0.4, 1.0)
+    """Range of the share of the image area a global view covers."""
     local_scale: tuple[float, float] = (0.05, 0.4)
+    """Range of the share of the image area a local view covers."""
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """Range of the aspect ratio (width / height) of the crop boxes."""
     flip_p: float = 0.5
+    """Probability of a horizontal flip of each view."""
     photometric: bool = True
+    """Apply the photometric changes (colour jitter, grey, blur, solarisation)."""
     color_jitter_p: float = 0.8
+    """Probability of colour jitter of each view."""
     grayscale_p: float = 0.2
+    """Probability of turning each view grey."""
     blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
     """Gaussian blur probability for global-1, global-2 and the local views."""
     solarize_p: tuple[float, float, float] = (0.0, 0.2, 0.0)
+    """Solarisation probability for global-1, global-2 and the local views."""
     geometry: Geometry = "per_sample"
     """per_sample: every image draws its own crop boxes and flips | per_batch: one draw per
     view shared by the whole batch (reference)."""
