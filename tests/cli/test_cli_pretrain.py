@@ -72,3 +72,19 @@ def test_help_lists_the_packaged_configs(capsys: pytest.CaptureFixture[str]) -> 
         main(["pretrain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert ", ".join(packaged_config_names()) in text
+
+
+def test_unknown_backbone_is_a_config_error_listed_with_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["pretrain", "--data", str(tmp_path), "--output", str(out), "model.arch=vit_tinyy"]
+        + ["optim.lrr=1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not out.exists()
+    assert "unknown key 'optim.lrr'; did you mean lr?" in err
+    assert "model.arch: unknown backbone 'vit_tinyy'" in err
+    (arch,) = [line for line in err.splitlines() if "model.arch" in line]
+    assert "; did you mean vit_" in arch

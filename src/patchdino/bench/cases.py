@@ -23,6 +23,7 @@ import torch
 
 from patchdino.config import Config, load_config
 from patchdino.errors import InputError
+from patchdino.models.backbone import config_problems
 
 MODES = ("cls", "patch", "reference", "pipeline", "end2end")
 MODEL_KINDS = ("model", "reference")
@@ -129,5 +130,5 @@ def make_cases(
         else:
             raise InputError(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
         every = (*overrides, *own)
-        cases.append(BenchCase(name, kind, every, load_config(None, every)))
+        cases.append(BenchCase(name, kind, every, load_config(None, every, [config_problems])))
     return cases

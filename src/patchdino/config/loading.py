@@ -16,7 +16,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -263,12 +263,20 @@ def _duplicate_key(err: yaml.YAMLError) -> str | None:
     return problem if isinstance(problem, str) and problem.startswith("duplicate key") else None
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+Check = Callable[[Config], list[str]]
+"""A check of a whole configuration by a layer above this one (e.g. that ``model.arch`` names
+a backbone, which only the models know); it returns one-line problems naming their keys."""
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), checks: Iterable[Check] = ()
+) -> Config:
     """Defaults, then the YAML file at ``path``, then ``overrides``; validated.
 
     ``path`` may also name a packaged config without its folder, with or without its suffix
     (``fashion_mnist_tiny``, ``fashion_mnist_tiny.yaml``). A key given twice in the file is
-    an error.
+    an error. ``checks`` run after the sections' own checks, when the file and overrides
+    could be read, and their problems are reported with the others.
 
     Raises:
         ConfigError: listing every unknown key, wrong type and impossible value.
@@ -306,6 +314,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         parsed[key] = value
     _apply(config, parsed, "override", problems)
     problems.extend(validate(config))
+    for check in checks:
+        problems.extend(check(config))
     if problems:
         raise ConfigError(problems)
     return config

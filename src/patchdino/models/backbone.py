@@ -10,12 +10,15 @@ global and local views of different sizes go through the same network.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
+
+from patchdino.config import Config
 
 CUSTOM_ARCHS: dict[str, dict[str, int]] = {
     "vit_pico": {"embed_dim": 32, "depth": 2, "num_heads": 2},
@@ -168,6 +171,28 @@ class Backbone(nn.Module):
             )
 
 
+def arch_problem(arch: str) -> str | None:
+    """Why ``arch`` names no backbone this module can build, or None when it does."""
+    if arch in CUSTOM_ARCHS or arch == "vit_custom" or arch in timm.list_models("vit_*"):
+        return None
+    known = ", ".join([*CUSTOM_ARCHS, "vit_custom"])
+    return (
+        f"unknown backbone {arch!r}: use a timm ViT name such as 'vit_small_patch16_224' "
+        f"or one of {known}"
+    )
+
+
+def config_problems(config: Config) -> list[str]:
+    """Problems of ``model.arch`` for :func:`~patchdino.config.load_config`'s ``checks``."""
+    problem = arch_problem(config.model.arch)
+    if problem is None:
+        return []
+    names = [*CUSTOM_ARCHS, *timm.list_models("vit_*")]
+    close = difflib.get_close_matches(config.model.arch, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return [f"model.arch: {problem}{hint}"]
+
+
 def create_backbone(
     arch: str,
     patch_size: int | None = None,
@@ -214,12 +239,9 @@ def create_backbone(
             patch_size=4 if patch_size is None else patch_size, **sizes, **common, **custom
         )
         return Backbone(model, mask_token)
-    if arch not in timm.list_models("vit_*"):
-        known = ", ".join([*CUSTOM_ARCHS, "vit_custom"])
-        raise ValueError(
-            f"unknown backbone {arch!r}: use a timm ViT name such as 'vit_small_patch16_224' "
-            f"or one of {known}"
-        )
+    problem = arch_problem(arch)
+    if problem is not None:
+        raise ValueError(problem)
     if patch_size is not None:
         common["patch_size"] = patch_size
     created = timm.create_model(arch, pretrained=False, **common, **custom)
