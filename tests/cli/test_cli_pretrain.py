@@ -78,10 +78,8 @@ def test_unknown_backbone_is_a_config_error_listed_with_the_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    code = main(
-        ["pretrain", "--data", str(tmp_path), "--output", str(out), "model.arch=vit_tinyy"]
-        + ["optim.lrr=1"]
-    )
+    args = ["--data", str(tmp_path), "--output", str(out), "model.arch=vit_tinyy", "optim.lrr=1"]
+    code = main(["pretrain", *args])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and not out.exists()
     assert "unknown key 'optim.lrr'; did you mean lr?" in err
