@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from patchdino.losses.distill import Problem, TeacherCentring
+from patchdino.losses.distill import Problem, TeacherCentring, distill
 from patchdino.losses.heads import HeadPair
 from patchdino.losses.pairs import PairPlan, ProblemPlan
 
@@ -56,14 +56,23 @@ class TermInputs:
     def num_global(self) -> int:
         return self.plan.num_global
 
-    def problem(self, plan: ProblemPlan, patches: bool) -> Problem:
-        """The problem of ``plan`` with the heads of its tokens and their centring."""
+    def distill(self, plan: ProblemPlan, patches: bool) -> Tensor:
+        """The scalar distillation loss of the problem ``plan`` (:func:`distill`), with the
+        heads of its tokens (the patch heads when ``patches``) and their centring."""
         index = 1 if patches else 0
-        return Problem(
+        problem = Problem(
             plan,
             self.student_heads[index],
             self.teacher_heads[index],
             self.centring_for(plan, patches),
+        )
+        return distill(
+            problem,
+            self.student_tokens,
+            self.teachers,
+            self.teacher_temp,
+            self.student_temp,
+            self.chunk_size,
         )
 
 

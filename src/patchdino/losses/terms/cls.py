@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from patchdino.losses.distill import distill
 from patchdino.losses.terms.base import LossTerm, TermInputs
 
 
@@ -21,12 +20,4 @@ class ClsTerm(LossTerm):
 
     def forward(self, inputs: TermInputs) -> Tensor:
         """Mean over view pairs and samples of the CLS pairs' cross-entropy."""
-        problem = inputs.problem(inputs.plan.cls, patches=False)
-        return distill(
-            problem,
-            inputs.student_tokens,
-            inputs.teachers,
-            inputs.teacher_temp,
-            inputs.student_temp,
-            inputs.chunk_size,
-        )
+        return inputs.distill(inputs.plan.cls, patches=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from patchdino.losses.distill import distill
 from patchdino.losses.terms.base import LossTerm, TermInputs
 
 
@@ -33,12 +32,4 @@ class MaskedTerm(LossTerm):
             raise ValueError("the masked term needs a plan made with masks")
         if inputs.plan.masked.student.num_rows == 0:
             return torch.zeros((), device=inputs.student_tokens[0].device)
-        problem = inputs.problem(inputs.plan.masked, patches=True)
-        return distill(
-            problem,
-            inputs.student_tokens,
-            inputs.teachers,
-            inputs.teacher_temp,
-            inputs.student_temp,
-            inputs.chunk_size,
-        )
+        return inputs.distill(inputs.plan.masked, patches=True)

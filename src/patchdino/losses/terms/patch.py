@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from patchdino.losses.distill import distill
 from patchdino.losses.terms.base import LossTerm, TermInputs
 
 
@@ -26,12 +25,4 @@ class PatchTerm(LossTerm):
         """The matched patch pairs' weighted cross-entropy (0 when the plan has none)."""
         if inputs.plan.patch is None:
             return torch.zeros((), device=inputs.student_tokens[0].device)
-        problem = inputs.problem(inputs.plan.patch, patches=True)
-        return distill(
-            problem,
-            inputs.student_tokens,
-            inputs.teachers,
-            inputs.teacher_temp,
-            inputs.student_temp,
-            inputs.chunk_size,
-        )
+        return inputs.distill(inputs.plan.patch, patches=True)
