@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.cli.outputs import check_output_folder
     from patchdino.config import load_config
     from patchdino.models.backbone import config_problems
+    from patchdino.train.signals import stop_exit_code
     from patchdino.train.trainer import Trainer, TrainingError
 
     check_output_folder(args.output)
@@ -113,6 +114,14 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as err:
         print(f"patchdino pretrain: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if trainer.ctx.is_main:
+            print(
+                f"patchdino pretrain: interrupted at once, the current step not saved; "
+                f"{trainer.checkpoint_note()}; rerun the same command to resume",
+                file=sys.stderr,
+            )
+        return 130
     except (ValueError, RuntimeError) as err:
         message = bad_image_message(err)
         if message is None:
@@ -124,9 +133,10 @@ def run(args: argparse.Namespace) -> int:
         if result.stopped_by:
             print(
                 f"{result.stopped_by} received: saved step {result.step}/{result.total_steps} "
-                f"to {result.checkpoint}; rerun the same command to resume",
+                f"to {result.checkpoint}; rerun the same command to resume from step "
+                f"{result.step}",
                 file=sys.stderr,
             )
         else:
             print(f"done: {result.step} steps; run folder {args.output}")
-    return 0 if not result.stopped_by else 143
+    return 0 if not result.stopped_by else stop_exit_code(result.stopped_by)

@@ -7,7 +7,7 @@ takes its own shard of every global batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -15,14 +15,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from patchdino.data.datasets.base import CanvasBatch, collate_canvas
+from patchdino.data.workers import WorkerSignals, iterate
 
 __all__ = ["BatchStream", "CanvasBatch", "batch_indices", "epoch_permutation", "resume_position"]
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of ``epoch``'s data randomness, the same for every rank."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> Tensor:
     """``(num_samples,)`` shuffled indices, the same for every rank."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_samples, generator=generator)
+    return torch.randperm(num_samples, generator=epoch_generator(seed, epoch))
 
 
 def batch_indices(
@@ -99,7 +104,9 @@ class BatchStream:
     """Iterates a data set's batches for one rank, from any (epoch, step) on.
 
     In-memory data sets (with an ``images`` tensor attribute, e.g. CIFAR or Fashion-MNIST) are
-    sliced directly; file-based ones are decoded by ``num_workers`` DataLoader workers.
+    sliced directly; file-based ones are decoded by ``num_workers`` DataLoader workers, which
+    ignore the signals ``main_signals`` (those the main process handles itself, see
+    :mod:`patchdino.data.workers`).
     """
 
     def __init__(
@@ -110,6 +117,7 @@ class BatchStream:
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
+        main_signals: Sequence[str] = (),
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -117,6 +125,7 @@ class BatchStream:
         self.rank = rank
         self.world_size = world_size
         self.num_workers = num_workers
+        self.main_signals = tuple(main_signals)
         self.num_samples = len(dataset)  # type: ignore[arg-type]
 
     @property
@@ -124,7 +133,11 @@ class BatchStream:
         return self.num_samples // (self.batch_size * self.world_size)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[CanvasBatch]:
-        """Batches of ``epoch`` from its ``start_step``-th step on."""
+        """Batches of ``epoch`` from its ``start_step``-th step on.
+
+        Raises:
+            WorkerDiedError: a loader worker died while a batch was awaited.
+        """
         batches = batch_indices(
             self.num_samples, self.batch_size, self.seed, epoch, self.rank, self.world_size
         )[start_step:]
@@ -143,8 +156,13 @@ class BatchStream:
             collate_fn=collate_canvas,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
+            worker_init_fn=WorkerSignals(self.main_signals) if self.main_signals else None,
+            # Its own generator: starting an iterator draws the workers' base seed, which
+            # from the global generator would shift the training step's randomness (drop
+            # path) at every epoch start and at the step a resumed run starts from.
+            generator=epoch_generator(self.seed, epoch),
         )
-        yield from loader
+        yield from iterate(loader, self.main_signals)
 
 
 def _sizes_for(images: Tensor, index: Tensor) -> Tensor:

@@ -1,4 +1,14 @@
-"""Pre-emption signals: SIGTERM and SIGUSR1 ask the run to save and stop at a step boundary."""
+"""Stop signals: SIGTERM, SIGUSR1 and a first Ctrl-C ask the run to save at a step boundary.
+
+Cluster schedulers pre-empt a job with SIGTERM (SLURM can send SIGUSR1 ahead of time), often
+to every process of the job, data loader workers included; ``timeout`` and ``kill -- -PGID``
+signal the whole process group, and Ctrl-C sends SIGINT to the terminal's foreground group.
+Only the main process acts on them: its loader workers ignore them
+(:data:`HANDLED_SIGNALS`, see :mod:`patchdino.data.workers`) and are shut down by the main
+process when the run ends.
+
+A second Ctrl-C stops at once (``KeyboardInterrupt``), without saving the current step.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,16 @@ import threading
 from types import FrameType
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+"""Pre-emption signals: save the current step, then exit with code 143."""
+INTERRUPT = "SIGINT"
+"""Ctrl-C: the first saves the current step and exits with code 130; a second stops at once."""
+HANDLED_SIGNALS = (*STOP_SIGNALS, INTERRUPT)
+"""Every signal the training process handles itself (and its loader workers ignore)."""
+
+
+def stop_exit_code(signal_name: str) -> int:
+    """Exit code of a run stopped by ``signal_name``: 130 for Ctrl-C, else 143 (SIGTERM's)."""
+    return 130 if signal_name == INTERRUPT else 143
 
 
 class StopRequest:
@@ -20,15 +40,19 @@ class StopRequest:
         """Catch the stop signals (only possible from the main thread; a no-op elsewhere)."""
         if threading.current_thread() is not threading.main_thread():
             return self
-        for name in STOP_SIGNALS:
+        for name in HANDLED_SIGNALS:
             number = getattr(signal, name, None)
             if number is not None:
                 self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
+        name = signal.Signals(number).name
+        if name == INTERRUPT:
+            # The next Ctrl-C raises KeyboardInterrupt wherever the run is.
+            signal.signal(number, signal.default_int_handler)
         if self.signal_name is None:
-            self.signal_name = signal.Signals(number).name
+            self.signal_name = name
 
     def restore(self) -> None:
         """Put the previous handlers back."""

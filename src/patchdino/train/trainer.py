@@ -7,7 +7,7 @@ Run folder (written by the main process only):
 - ``tensorboard/``: the same scalars as TensorBoard events;
 - ``loss.png``: loss and learning-rate curves;
 - ``checkpoint.pt``: everything needed to continue, written atomically every
-  ``run.save_every`` steps, at the end, and on SIGTERM / SIGUSR1.
+  ``run.save_every`` steps, at the end, and on SIGTERM / SIGUSR1 / a first Ctrl-C.
 
 Rerunning with the same output folder resumes from ``checkpoint.pt``. Randomness is a pure
 function of ``(seed, step, rank)`` and the data order of ``(seed, epoch)``, so a resumed run
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from patchdino.checkpoint import (
 from patchdino.config import Config, flatten_tree
 from patchdino.data.datasets import normalisation
 from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
+from patchdino.data.workers import worker_failure
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.train import distributed
@@ -48,7 +49,7 @@ from patchdino.train.build import (
 from patchdino.train.metrics import MetricsWriter, read_metrics
 from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import Schedules, ScheduleValues
-from patchdino.train.signals import StopRequest
+from patchdino.train.signals import HANDLED_SIGNALS, StopRequest
 from patchdino.train.step import forward_backward, optimiser_step
 from patchdino.viz.curves import plot_loss_curves
 
@@ -64,6 +65,7 @@ class TrainResult:
     step: int
     total_steps: int
     stopped_by: str | None
+    """The signal that stopped the run early (``"SIGTERM"``, ``"SIGINT"``...), else None."""
     checkpoint: Path
 
 
@@ -108,6 +110,8 @@ class Trainer:
         self._prepare_data()
         self._prepare_model()
         self._resumed_at = (0, 0)  # (optimiser step, stream micro-step) the run started from
+        self.saved_step: int | None = None
+        """The step held by ``checkpoint.pt``, once known (None: no checkpoint yet)."""
 
     # ----------------------------------------------------------------------------- set-up
     def _prepare_data(self) -> None:
@@ -139,6 +143,7 @@ class Trainer:
             ctx.rank,
             ctx.world_size,
             config.data.num_workers,
+            main_signals=HANDLED_SIGNALS,
         )
         self.micro_per_epoch = self.stream.steps_per_epoch
         steps_per_epoch = self.micro_per_epoch // config.optim.accumulation
@@ -224,6 +229,7 @@ class Trainer:
                 f"{', '.join(changes) or 'none'}. Restore them or use another --output"
             ) from err
         step = int(state["step"])
+        self.saved_step = step
         micro = resume_position(
             int(state["samples_seen"]),
             int(state["config"]["optim"]["batch_size"]) * int(state["world_size"]),
@@ -236,9 +242,17 @@ class Trainer:
         if self.ctx.is_main:
             save_checkpoint(self._state(step, skipped), self.checkpoint_path)
         distributed.barrier()
+        self.saved_step = step
+
+    def checkpoint_note(self) -> str:
+        """Where a rerun resumes: ``"runs/x/checkpoint.pt still holds the last good state,
+        step 20"``, or that there is no checkpoint yet."""
+        if self.saved_step is None:
+            return "no checkpoint was saved yet"
+        return f"{self.checkpoint_path} still holds the last good state, step {self.saved_step}"
 
     # ------------------------------------------------------------------------------ loop
-    def _batches(self, micro: int) -> Iterator[CanvasBatch]:
+    def _batches(self, micro: int) -> Generator[CanvasBatch, None, None]:
         """Endless batches from stream position ``micro`` (micro-steps since the start)."""
         epoch, offset = divmod(micro, self.micro_per_epoch)
         while True:
@@ -276,6 +290,7 @@ class Trainer:
         batches = self._batches(micro)
         self.step_module.train()
         stopped_by: str | None = None
+        interrupted = False
         try:
             while step < end:
                 started = time.perf_counter()
@@ -316,7 +331,19 @@ class Trainer:
                     self._save(step, skipped)
                 if stopped_by:
                     break
+        except KeyboardInterrupt:
+            interrupted = True  # a second Ctrl-C: stop at once, drawing nothing
+            raise
+        except RuntimeError as err:
+            failure = worker_failure(err)
+            if failure is None:
+                raise
+            raise TrainingError(
+                f"{failure} during step {step + 1}; stopped without saving it "
+                f"({self.checkpoint_note()}); rerun the same command to resume"
+            ) from err
         finally:
+            batches.close()  # stops the loader workers now, however the loop ended
             stop.restore()
             if bar is not None:
                 bar.close()
@@ -324,7 +351,7 @@ class Trainer:
                 writer.close()
             if tensorboard is not None:
                 tensorboard.close()
-            if ctx.is_main and (self.output / "metrics.jsonl").exists():
+            if ctx.is_main and not interrupted and (self.output / "metrics.jsonl").exists():
                 plot_loss_curves(
                     read_metrics(self.output / "metrics.jsonl"), self.output / "loss.png"
                 )
@@ -378,13 +405,9 @@ class Trainer:
             self.step_module.loss.load_state_dict(centre)
             return totals, False
         bad = f"the gradient norm is {grad_norm}" if math.isfinite(loss) else f"the loss is {loss}"
-        kept = (
-            f"{self.checkpoint_path} still holds the last good state"
-            if self.checkpoint_path.exists()
-            else "no checkpoint was saved yet"
-        )
         raise TrainingError(
-            f"{bad} at step {step + 1}; stopped without saving ({kept}). Remedies: a "
+            f"{bad} at step {step + 1}; stopped without saving ({self.checkpoint_note()}). "
+            "Remedies: a "
             "lower optim.lr, longer optim.warmup_epochs, a smaller optim.clip_grad, "
             "run.precision=fp32, or run.on_nonfinite=skip to skip such steps"
         )
