@@ -119,7 +119,8 @@ def extract_features(
 
     Returns:
         ``(N, D)`` float32 features (``(N, 2D)`` for ``"both"``) and ``(N,)`` long labels, on
-        the CPU, in data set order.
+        the CPU, in data set order. Unreadable image files are left out (and named in the
+        log), as by ``patchdino features``.
 
     Raises:
         InputError: missing or incompatible weights or data, an unknown split or pooling.

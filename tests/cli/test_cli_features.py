@@ -30,7 +30,17 @@ def test_pt_file_features_and_labels(
     args = ["features", "--data", data, "--weights", run, "--pool", pool, "--batch-size", 5]
     assert main([str(a) for a in [*args, "--output", out, "--no-progress"]]) == 0
     saved = torch.load(out, weights_only=True)
-    assert set(saved) == {"features", "labels", "indices", "names", "classes", "root", "split"}
+    assert set(saved) == {
+        "features",
+        "labels",
+        "indices",
+        "names",
+        "classes",
+        "skipped",
+        "root",
+        "split",
+    }
+    assert saved["skipped"] == []
     assert saved["indices"].tolist() == list(range(NUM_TRAIN)) and saved["split"] == "train"
     assert saved["names"] == [str(i) for i in range(NUM_TRAIN)]  # in memory: indices
     assert saved["classes"][:2] == ["T-shirt/top", "Trouser"] and len(saved["classes"]) == 10

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.cli.retrieval_options import descriptor, record_of
     from patchdino.eval.copy_detection import detect_copies, read_ground_truth, relevance_pairs
     from patchdino.eval.descriptors import PcaWhitening, encode, open_folder
+    from patchdino.eval.eval_data import left_out_images
     from patchdino.eval.pipeline import open_split
 
     if args.make_queries:
@@ -173,6 +174,11 @@ def run(args: argparse.Namespace) -> int:
         "whiten": None if args.whiten is None else str(args.whiten),
         "feature_dim": int(db_feats.shape[1]),
         "num_queries": result.num_queries,
+        "skipped_images": {
+            "database": left_out_images(database),
+            "queries": left_out_images(queries),
+            "whiten": [] if distractors is None else left_out_images(distractors),
+        },
         "num_database": result.num_database,
         "seconds": round(seconds, 3),
     }

@@ -59,10 +59,22 @@ def add_network_arguments(
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
+def add_bad_image_argument(parser: argparse.ArgumentParser) -> None:
+    """``--on-bad-image``: what the evaluation does with an unreadable image file."""
+    parser.add_argument(
+        "--on-bad-image",
+        default="skip",
+        metavar="skip|fail",
+        help="an unreadable image file: leave it out (named on stderr, listed in the output "
+        "as skipped) or stop with an error",
+    )
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by the evaluation commands of labelled data sets."""
     parser.add_argument("--data", required=True, help="data set folder (any supported kind)")
     add_network_arguments(parser)
+    add_bad_image_argument(parser)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -92,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="file: .pt (torch.save of a dict) or .npz, holding features, labels, names "
         "(image paths relative to root, or indices in the split), indices (in the split), "
-        "classes, root and split",
+        "classes, skipped (unreadable files left out), root and split",
     )
 
 
@@ -141,7 +153,7 @@ def prepare(args: argparse.Namespace, kind: str | None = None) -> EvalSetup:
     Args:
         args: the parsed options (``--data``, ``--weights``, ``--config``,
             ``--checkpoint-key``, ``--image-size``, ``--batch-size``, ``--num-workers``,
-            ``--device``).
+            ``--device``, ``--on-bad-image`` where the command has it).
         kind: the data's kind when the command knows it; detected from ``--data`` when None.
     """
     from patchdino.eval.pipeline import prepare as prepare_setup
@@ -159,6 +171,7 @@ def prepare(args: argparse.Namespace, kind: str | None = None) -> EvalSetup:
             checkpoint_key=args.checkpoint_key,
             image_size=args.image_size,
             kind=kind,
+            on_bad_image=getattr(args, "on_bad_image", "skip"),
         )
 
 
@@ -190,12 +203,13 @@ def feature_record(
         ``features``, ``labels``, ``indices`` (``(N,)`` long, each row's item in the split),
         ``names`` (each row's image path relative to ``root``, or its index in the split for
         data sets held in memory; :meth:`~patchdino.data.datasets.CanvasDataset.item_names`),
-        ``classes`` (names by label; empty when unlabelled), ``root`` (the split's folder)
+        ``classes`` (names by label; empty when unlabelled), ``skipped`` (the names of the
+        unreadable files left out of the split), ``root`` (the split's folder)
         and ``split``.
     """
     import torch
 
-    from patchdino.eval.eval_data import subset_indices
+    from patchdino.eval.eval_data import left_out_images, subset_indices
 
     chosen = subset_indices(len(dataset), limit)
     indices = torch.arange(len(dataset)) if chosen is None else chosen
@@ -207,6 +221,7 @@ def feature_record(
         "indices": indices,
         "names": [names[int(i)] for i in indices],
         "classes": list(dataset.classes or []),
+        "skipped": left_out_images(dataset),
         "root": "" if root is None else str(root),
         "split": split,
     }
@@ -251,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
             "indices": record["indices"].numpy(),
             "names": np.array(record["names"], dtype=str),
             "classes": np.array(record["classes"], dtype=str),
+            "skipped": np.array(record["skipped"], dtype=str),
             "root": np.array(record["root"]),
             "split": np.array(record["split"]),
         }

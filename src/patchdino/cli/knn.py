@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "image_size": setup.image_size,
         "num_train": num_train,
+        "skipped_images": data.skipped,
         "num_test": int(test_feats.shape[0]),
         "num_classes": len(data.classes),
         "feature_dim": int(train_feats.shape[1]),

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         "normalize": args.normalize,
         "image_size": setup.image_size,
         "num_train": int(train_feats.shape[0]),
+        "skipped_images": data.skipped,
         "num_test": int(test_feats.shape[0]),
         "num_classes": len(data.classes),
         "feature_dim": int(train_feats.shape[1]),

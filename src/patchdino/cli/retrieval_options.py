@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_network_arguments
+from patchdino.cli.features import add_bad_image_argument, add_network_arguments
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,6 +24,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     from patchdino.eval.descriptors import DESCRIPTORS, GEM_POWER
 
     add_network_arguments(parser, required=False)
+    add_bad_image_argument(parser)
     parser.add_argument(
         "--image-size",
         type=int,

@@ -158,6 +158,7 @@ def labels(args: argparse.Namespace) -> dict[str, Any]:
         "recall": {str(k): v for k, v in result.recall.items()},
         "kind": setup.kind,
         "num_queries": result.num_queries,
+        "skipped_images": data.skipped,
         "num_database": int(db_feats.shape[0]),
         "num_classes": len(data.classes),
         "feature_dim": int(db_feats.shape[1]),

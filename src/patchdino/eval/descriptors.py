@@ -171,7 +171,7 @@ def open_folder(
             setup.channels if setup.channels is not None else channels,
             setup.image_size,
             canvas=setup.config.data.canvas,
-            on_bad_image=setup.config.data.on_bad_image,
+            on_bad_image=setup.on_bad_image,
         )
     except ValueError as err:
         raise EvalSetupError(f"{role}: {first_line(err)}") from err

@@ -8,6 +8,11 @@ The data sets yield uint8 images on a canvas with their valid region (see
 - image files (ImageFolder, flat folders): DINO's evaluation transform, the shorter side
   resized to ``size * 256 / 224`` (aspect kept), then the central ``size`` square.
 
+Evaluation never invents data: an unreadable image file (zero bytes, truncated, not an image)
+is left out of its split, named once in the log and listed by :func:`left_out_images`, or it
+stops the evaluation (``on_bad_image="fail"``). Training instead replaces such a file by a
+neighbour, which would make an evaluation row describe another image.
+
 Resizing runs in the loader workers on uint8 images (bicubic, antialiased, rounded back to
 uint8, as a PIL pipeline would); :class:`Normalise` then maps the batch to float on the model's
 device with the training statistics.
@@ -15,6 +20,8 @@ device with the training statistics.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 from collections.abc import Sequence
 
@@ -24,7 +31,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from patchdino.data.datasets import FILE_KINDS, CanvasDataset, build_dataset, detect_kind
+from patchdino.data.datasets.bad_images import BadImageError, BadImageLog, check_policy
 from patchdino.data.datasets.base import CanvasItem
+from patchdino.data.datasets.canvas import decode_image
+from patchdino.data.datasets.files import ImageFileDataset
 from patchdino.data.datasets.kinds import FILE_CANVAS
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
@@ -32,6 +42,11 @@ from patchdino.errors import InputError
 CROP_RATIO = 224 / 256
 """Share of the resized shorter side kept by the centre crop (DINO: 224 of 256)."""
 EVAL_MODES = ("resize", "center_crop")
+SCAN_CANVAS = 8
+"""Canvas of the check that every file of a split decodes (small: JPEGs decode at 1/8 scale)."""
+_LEFT_OUT = "left_out_images"
+
+logger = logging.getLogger("patchdino.eval")
 
 
 class EvalDataError(InputError):
@@ -196,22 +211,83 @@ def open_split(
         out_size: evaluation image side (sizes the canvas of image files).
         canvas: canvas of image files (see :func:`file_canvas`); in-memory data sets keep
             their native size.
-        on_bad_image: ``"skip"`` or ``"fail"``.
+        on_bad_image: ``"skip"`` leaves unreadable image files out of the split (see
+            :func:`readable_items`), ``"fail"`` stops at the first.
 
     Raises:
-        EvalDataError: the split is missing or unreadable (one line naming it).
+        EvalDataError: the split is missing or unreadable, or (with ``"fail"``) holds an
+            unreadable image (one line naming it).
     """
     try:
-        return build_dataset(
+        dataset = build_dataset(
             path,
             kind,
             split,
             canvas=file_canvas(out_size, canvas) if kind in FILE_KINDS else None,
             channels=channels,
-            on_bad_image=on_bad_image,
+            on_bad_image="fail",
         )
     except ValueError as err:
         raise EvalDataError(f"{split} split of {path}: {first_line(err)}") from err
+    return readable_items(dataset, on_bad_image, f"{split} split of {path}")
+
+
+def readable_items(dataset: CanvasDataset, on_bad_image: str, where: str) -> CanvasDataset:
+    """``dataset`` without its unreadable image files, each named once in the log.
+
+    Every file is decoded once, small (:data:`SCAN_CANVAS`). The result holds the readable
+    items in their order, with their labels and names (:meth:`item_names`), reads with the
+    ``"fail"`` policy (a file that breaks later stops the evaluation rather than be
+    replaced), and lists the names of the files left out (:func:`left_out_images`).
+    In-memory data sets are returned as they are.
+
+    Args:
+        dataset: a split opened with ``on_bad_image="fail"``.
+        on_bad_image: ``"skip"`` (leave such files out) or ``"fail"``.
+        where: the split, as errors and the log name it (``"train split of photos"``).
+
+    Raises:
+        EvalDataError: an unknown policy, or an unreadable file with ``"fail"``.
+    """
+    try:
+        check_policy(on_bad_image)
+    except ValueError as err:
+        raise EvalDataError(str(err)) from err
+    if not isinstance(dataset, ImageFileDataset):
+        return dataset
+    names = dataset.item_names()
+    keep: list[int] = []
+    left_out: list[str] = []
+    for index, path in enumerate(dataset.paths):
+        try:
+            decode_image(path, dataset.channels, SCAN_CANVAS)
+        except BadImageError as err:
+            if on_bad_image == "fail":
+                raise EvalDataError(
+                    f"{where}: cannot read image {path}: {err.reason}; remove or replace "
+                    "it, or leave such images out (--on-bad-image skip)"
+                ) from err
+            logger.warning("leaving out unreadable image %s (%s)", path, err.reason)
+            left_out.append(names[index])
+            continue
+        keep.append(index)
+    if len(keep) == len(names):
+        setattr(dataset, _LEFT_OUT, [])
+        return dataset
+    if not keep:
+        raise EvalDataError(f"{where}: none of its {len(names)} images can be read")
+    readable = copy.copy(dataset)
+    readable.paths = [dataset.paths[i] for i in keep]
+    readable.labels = dataset.labels[keep]
+    readable.bad_images = BadImageLog(readable.paths)
+    setattr(readable, _LEFT_OUT, left_out)
+    return readable
+
+
+def left_out_images(dataset: CanvasDataset) -> list[str]:
+    """Names (as :meth:`item_names` gives them) of the unreadable files left out of a split
+    opened by :func:`open_split`; empty for other data sets."""
+    return list(getattr(dataset, _LEFT_OUT, []))
 
 
 def subset_indices(num: int, limit: int | None, seed: int = 0) -> Tensor | None:

@@ -10,7 +10,7 @@ or the raw-pixel baseline), find the data set's kind and decide how its images a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from patchdino.config import Config, ConfigError, load_config
 from patchdino.data.datasets import CanvasDataset
+from patchdino.data.datasets.bad_images import BAD_IMAGE_POLICIES
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.models import Backbone
@@ -46,6 +47,8 @@ class EvalSetup:
         mean: normalisation means in ``[0, 1]`` units (empty for pixels).
         std: normalisation standard deviations (empty for pixels).
         device: where the network runs.
+        on_bad_image: ``"skip"`` leaves unreadable image files out of every split,
+            ``"fail"`` stops at the first (:func:`patchdino.eval.eval_data.readable_items`).
     """
 
     data: str
@@ -57,6 +60,7 @@ class EvalSetup:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     device: torch.device
+    on_bad_image: str = "skip"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ def prepare(
     checkpoint_key: str = "teacher",
     image_size: int | None = None,
     kind: str | None = None,
+    on_bad_image: str = "skip",
 ) -> EvalSetup:
     """Load ``weights`` and decide how the images of ``data`` are prepared for it.
 
@@ -104,16 +109,21 @@ def prepare(
             in-memory data sets).
         kind: the data's kind when the caller knows it (e.g. a segmentation layout whose
             images are files: ``"imagefolder"``); detected from ``data`` when None.
+        on_bad_image: ``"skip"`` (leave unreadable image files out) or ``"fail"``.
 
     Raises:
         EvalSetupError: missing or incompatible weights, an unknown data layout, an image size
-            that is not a multiple of the patch size.
+            that is not a multiple of the patch size, an unknown ``on_bad_image``.
     """
     from patchdino.data.datasets import FILE_KINDS
     from patchdino.eval.eval_data import data_kind_of
 
     if image_size is not None and image_size < 1:
         raise EvalSetupError(f"the image size must be at least 1, got {image_size}")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise EvalSetupError(
+            f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}"
+        )
     data, weights = str(data), str(weights)
     if kind is None:
         try:
@@ -128,7 +138,9 @@ def prepare(
         size = image_size
         if size is None and (config is not None or kind in FILE_KINDS):
             size = cfg.views.global_size
-        return EvalSetup(data, kind, None, cfg, cfg.data.channels, size, (), (), device)
+        return EvalSetup(
+            data, kind, None, cfg, cfg.data.channels, size, (), (), device, on_bad_image
+        )
     network = load_network(weights, device, kind, config, checkpoint_key)
     backbone = network.backbone
     size = image_size if image_size is not None else network.config.views.global_size
@@ -146,6 +158,7 @@ def prepare(
         network.mean,
         network.std,
         device,
+        on_bad_image,
     )
 
 
@@ -221,8 +234,12 @@ def data_channels(kind: str, config: str | Path | None = None) -> int:
 def open_split(setup: EvalSetup, split: str) -> CanvasDataset:
     """One split (``"train"``, ``"test"`` or ``"val"``) of the set-up's data, for evaluation.
 
+    Unreadable image files are left out (:func:`patchdino.eval.eval_data.left_out_images`
+    names them) or stop the evaluation, as ``setup.on_bad_image`` says.
+
     Raises:
-        EvalSetupError: the split is missing or unreadable.
+        EvalSetupError: the split is missing or unreadable, or holds an unreadable image
+            under ``"fail"``.
     """
     from patchdino.eval.eval_data import open_split as open_eval_split
 
@@ -234,7 +251,7 @@ def open_split(setup: EvalSetup, split: str) -> CanvasDataset:
             setup.channels,
             setup.image_size,
             canvas=setup.config.data.canvas,
-            on_bad_image=setup.config.data.on_bad_image,
+            on_bad_image=setup.on_bad_image,
         )
     except ValueError as err:
         raise EvalSetupError(first_line(err)) from err
@@ -321,11 +338,13 @@ class LabelledFeatures:
         train: ``(N, D)`` features and ``(N,)`` labels.
         test: ``(M, D)`` features and ``(M,)`` labels, numbered as the train classes.
         classes: class names of the train split.
+        skipped: per split (``"train"``, ``"test"``), the unreadable files left out.
     """
 
     train: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     classes: list[str]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
 def labelled_features(
@@ -349,7 +368,7 @@ def labelled_features(
     Raises:
         EvalSetupError: unlabelled data, a missing split, test classes the train split lacks.
     """
-    from patchdino.eval.eval_data import EvalDataError, align_labels
+    from patchdino.eval.eval_data import EvalDataError, align_labels, left_out_images
 
     train_set = open_split(setup, "train")
     test_set = open_split(setup, "test")
@@ -366,5 +385,8 @@ def labelled_features(
     except EvalDataError as err:
         raise EvalSetupError(str(err)) from err
     return LabelledFeatures(
-        (train_feats, train_labels), (test_feats, test_labels), list(train_set.classes)
+        (train_feats, train_labels),
+        (test_feats, test_labels),
+        list(train_set.classes),
+        {"train": left_out_images(train_set), "test": left_out_images(test_set)},
     )
