@@ -51,3 +51,9 @@ def test_dinov2_style_presets_change_only_the_loss_terms(preset: str, base: str)
         "loss.terms.koleo.weight": 0.1,
         "loss.centring": "sinkhorn",
     }
+
+
+def test_sinkhorn_preset_is_the_recipe_with_sinkhorn_centring() -> None:
+    styled = config_keys(load_config("fashion_mnist_sinkhorn"))
+    plain = config_keys(load_config("fashion_mnist_tiny"))
+    assert {k: v for k, v in styled.items() if plain[k] != v} == {"loss.centring": "sinkhorn"}
