@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 from train_fixtures import (
-    THREAD_ENV,
     cli_args,
     losses,
     run_cli,
     single_thread,
+    start_cli,
     steps,
     uninterrupted_run,
     write_image_folder,
@@ -52,16 +52,7 @@ def uninterrupted(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def start_group(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     """``python -m patchdino`` as the leader of a new process group, stderr captured."""
-    env = {**os.environ, **THREAD_ENV, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "patchdino", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_cli(args, cwd, new_session=True)
 
 
 def wait_for_steps(process: subprocess.Popen[str], run: Path, count: int) -> None:

@@ -110,8 +110,9 @@ def run_cli(args: Sequence[str]) -> int:
     return main(list(args))
 
 
-def start_cli(args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
-    """``python -m patchdino`` in a subprocess with stderr captured."""
+def start_cli(args: Sequence[str], cwd: Path, new_session: bool = False) -> subprocess.Popen[str]:
+    """``python -m patchdino`` in a subprocess with stderr captured (with ``new_session``, as
+    the leader of a process group of its own)."""
     env = {**os.environ, **THREAD_ENV, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "patchdino", *args],
@@ -120,6 +121,7 @@ def start_cli(args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 
