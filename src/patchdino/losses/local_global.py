@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from patchdino.config import Config, LossConfig
+from patchdino.config import Config, LossConfig, TermsConfig
 from patchdino.losses.centre import Centre, Centring
 from patchdino.losses.distill import TeacherCentring
 from patchdino.losses.heads import HeadPair, ProjectionHead
@@ -116,8 +116,8 @@ class LocalGlobalLoss(nn.Module):
             take part in a pair) or ``"all"`` (every token of every teacher view, the
             reference).
         weights: weight of each term by name (:data:`~patchdino.losses.terms.TERMS`); terms
-            not named keep their default (1 for ``cls`` and ``patch``, 0 for the others), and
-            a term of weight 0 is not computed.
+            not named keep the default of their config section (1 for ``cls`` and ``patch``,
+            0 for the others), and a term of weight 0 is not computed.
         centring: ``"ema"`` or ``"sinkhorn"``.
         sinkhorn_iterations: Sinkhorn-Knopp iterations.
         masking: the mask sampler of the masked term; None makes the default one when that
@@ -149,7 +149,8 @@ class LocalGlobalLoss(nn.Module):
         unknown = sorted(set(weights or {}) - set(TERMS))
         if unknown:
             raise ValueError(f"unknown loss terms {unknown} (known: {', '.join(TERMS)})")
-        term_weights = {name: 1.0 if name in ("cls", "patch") else 0.0 for name in TERMS}
+        defaults = TermsConfig()
+        term_weights = {name: getattr(defaults, name).weight for name in TERMS}
         term_weights.update(weights or {})
         if not patch_loss:
             term_weights["patch"] = 0.0
@@ -193,14 +194,18 @@ class LocalGlobalLoss(nn.Module):
         self.masking = masking
         if "masked" in self.weights and self.masking is None:
             self.masking = BlockMasking()
-        patches = self.patch_loss or "masked" in self.weights
+        self.patch_tokens = self.patch_loss or "masked" in self.weights
+        """Whether some term distils patch tokens (they then need centre rows)."""
         grids = [num_patches, num_local_patches] if local_local else [num_patches]
         shared_head = patch_out_dim is None
         self.centre = Centre(
-            out_dim, grids if (patches and shared_head) else 0, centre_mode, centre_momentum
+            out_dim,
+            grids if (self.patch_tokens and shared_head) else 0,
+            centre_mode,
+            centre_momentum,
         )
         self.patch_centre: Centre | None = None
-        if patches and patch_out_dim is not None:
+        if self.patch_tokens and patch_out_dim is not None:
             self.patch_centre = Centre(patch_out_dim, grids, centre_mode, centre_momentum)
 
     @classmethod
@@ -439,8 +444,7 @@ class LocalGlobalLoss(nn.Module):
                     f"{tokens.shape[1]} vs {student_tokens[i].shape[1]}"
                 )
             expected = self.num_patches if i < num_global else self.num_local_patches
-            patches = self.patch_loss or "masked" in self.weights
-            position_centre = patches and self.centre_mode == "position"
+            position_centre = self.patch_tokens and self.centre_mode == "position"
             if position_centre and tokens.shape[1] != 1 + expected:
                 raise ValueError(
                     f"the 'position' centre was made for {expected} patches per "

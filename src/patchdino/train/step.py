@@ -134,8 +134,9 @@ class PretrainStep(nn.Module):
             patch_pairs_per_view=patch.pairs_per_view,
         )
 
-    def plan(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> PairPlan:
-        """Match the patches of every loss view pair from the batch geometry (on its device).
+    def plan(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> Any:
+        """Match the patches of every loss view pair from the batch geometry (on its device):
+        the loss's plan of the batch (a :class:`PairPlan` for :class:`LocalGlobalLoss`).
 
         With the masked term, the masks of the global views are drawn here too, after the
         pair sampling and from the same generator, so that a resumed run draws them again.

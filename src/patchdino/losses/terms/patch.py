@@ -10,7 +10,6 @@ samples. The patch tokens use the patch head (the CLS head when it is shared).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from patchdino.losses.terms.base import LossTerm, TermInputs
@@ -22,7 +21,7 @@ class PatchTerm(LossTerm):
     name = "patch"
 
     def forward(self, inputs: TermInputs) -> Tensor:
-        """The matched patch pairs' weighted cross-entropy (0 when the plan has none)."""
+        """The matched patch pairs' weighted cross-entropy."""
         if inputs.plan.patch is None:
-            return torch.zeros((), device=inputs.student_tokens[0].device)
+            raise ValueError("the patch term needs a plan made with the patch loss")
         return inputs.distill(inputs.plan.patch, patches=True)
