@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from train_fixtures import (
     start_cli,
     steps,
     tensorboard_scalars,
+    wait_for_steps,
 )
 
 from patchdino.checkpoint import load_checkpoint
@@ -35,28 +34,6 @@ def uninterrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         skip_loss_plots(patch)
         assert run_cli(cli_args(data, out, TOTAL, "--save-every", "2")) == 0
     return out
-
-
-def logged_lines(run: Path) -> int:
-    try:
-        return (run / "metrics.jsonl").read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_for_steps(
-    process: subprocess.Popen[str], run: Path, count: int, checkpoint: bool = True
-) -> None:
-    """Wait until the subprocess has logged ``count`` steps (and saved a checkpoint)."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the run ended (code {process.returncode}) before it could be stopped")
-        if logged_lines(run) >= count and (run / "checkpoint.pt").exists() >= checkpoint:
-            return
-        time.sleep(0.01)
-    process.kill()
-    pytest.fail(f"no {count} steps within the time limit")
 
 
 def test_sigkill_mid_run_then_rerun_logs_each_step_once_and_matches(

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from train_fixtures import (
     start_cli,
     steps,
     uninterrupted_run,
+    wait_for_steps,
     write_image_folder,
 )
 
@@ -55,19 +55,6 @@ def start_group(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     return start_cli(args, cwd, new_session=True)
 
 
-def wait_for_steps(process: subprocess.Popen[str], run: Path, count: int) -> None:
-    """Wait until the run has logged ``count`` steps."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the run ended (code {process.returncode}) before it could be stopped")
-        metrics = run / "metrics.jsonl"
-        if metrics.exists() and metrics.read_bytes().count(b"\n") >= count:
-            return
-        time.sleep(0.01)
-    pytest.fail(f"no {count} steps within the time limit")
-
-
 def finish(process: subprocess.Popen[str]) -> str:
     """Wait for the run to end; its stderr. The process group is killed if it hangs."""
     try:
@@ -94,7 +81,7 @@ def test_group_signal_saves_the_current_step_exits_143_and_resumes(
     out = tmp_path / "run"
     args = cli_args(photos, out, TOTAL, "--save-every", "100", WORKERS)
     process = start_group(args, tmp_path)
-    wait_for_steps(process, out, 3)
+    wait_for_steps(process, out, 3, checkpoint=False)
     os.killpg(process.pid, getattr(signal, name))
     err = finish(process)
     assert process.returncode == 143, err
@@ -117,7 +104,7 @@ def test_first_ctrl_c_to_the_group_saves_and_says_where_a_rerun_resumes(
 ) -> None:
     out = tmp_path / "run"
     process = start_group(cli_args(photos, out, TOTAL, "--save-every", "100", WORKERS), tmp_path)
-    wait_for_steps(process, out, 3)
+    wait_for_steps(process, out, 3, checkpoint=False)
     os.killpg(process.pid, signal.SIGINT)
     err = finish(process)
     assert process.returncode == 130, err
@@ -173,7 +160,9 @@ def test_a_killed_loader_worker_stops_in_one_line_and_the_rerun_resumes_exactly(
     out = tmp_path / "run"
     args = cli_args(photos, out, TOTAL, "--save-every", "2", WORKERS)
     process = start_group(args, tmp_path)
-    wait_for_steps(process, out, 2)  # step 3 of the 8-step epoch: its workers are busy
+    wait_for_steps(
+        process, out, 2, checkpoint=False
+    )  # step 3 of the 8-step epoch: its workers are busy
     workers = worker_pids(process.pid)
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)

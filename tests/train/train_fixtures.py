@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,26 @@ def uninterrupted_run(data: Path, out: Path, max_steps: int, *extra: str) -> Pat
         skip_loss_plots(patch)
         assert run_cli(cli_args(data, out, max_steps, *extra)) == 0
     return out
+
+
+def logged_lines(run: Path) -> int:
+    """Lines of the run folder's metrics file so far (0 before it exists)."""
+    try:
+        return (run / "metrics.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_steps(
+    process: subprocess.Popen[str], run: Path, count: int, checkpoint: bool = True
+) -> None:
+    """Wait until the subprocess has logged ``count`` steps (and saved a checkpoint)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (code {process.returncode}) before it could be stopped")
+        if logged_lines(run) >= count and (run / "checkpoint.pt").exists() >= checkpoint:
+            return
+        time.sleep(0.01)
+    process.kill()
+    pytest.fail(f"no {count} steps within the time limit")
