@@ -39,6 +39,23 @@ def test_a_worker_that_exited_is_named_with_its_exit_code() -> None:
     assert worker_failure(WorkerDiedError("as said")) == "as said"
 
 
+def test_a_death_noticed_while_waiting_is_named_from_the_workers_exit_code() -> None:
+    # PyTorch's text then lacks the signal; the worker's exit code (negative: a signal) has it.
+    err = RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+    assert worker_failure(err, {4242: -int(signal.SIGKILL), 99: 0}) == (
+        "a data loader worker (pid 4242) was killed by signal SIGKILL "
+        "(Killed: the out-of-memory killer's signal)"
+    )
+    assert worker_failure(err, {4242: 3}) == (
+        "a data loader worker (pid 4242) exited unexpectedly with exit code 3"
+    )
+    assert worker_failure(err, {99: -9}) == "a data loader worker (pid 4242) exited unexpectedly"
+    both = RuntimeError("DataLoader worker (pid(s) 12, 13) exited unexpectedly")
+    assert worker_failure(both, {12: -9, 13: -15}) == (
+        "a data loader worker (pid 12, 13) exited unexpectedly"
+    )
+
+
 def test_other_errors_are_not_worker_deaths() -> None:
     assert worker_failure(RuntimeError("Caught ValueError in DataLoader worker process 0")) is None
     assert (

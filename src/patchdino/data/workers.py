@@ -29,7 +29,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from torch.utils.data import DataLoader
@@ -115,7 +115,7 @@ def iterate(loader: DataLoader[T], names: Sequence[str]) -> Iterator[T]:
     try:
         yield from iterator
     except Exception as err:
-        failure = worker_failure(err)
+        failure = worker_failure(err, _exit_codes(iterator))
         if failure is None and isinstance(err, (OSError, EOFError)):
             failure = _dead_worker(_NOTICE_SECONDS)
         if failure is None:
@@ -130,6 +130,17 @@ def _shutdown(iterator: Any) -> None:
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if callable(shutdown):
         shutdown()
+
+
+def _exit_codes(iterator: Any) -> dict[int, int]:
+    """The exit codes of the workers of ``iterator`` that have ended, by pid (negative: the
+    signal that killed it, as :attr:`multiprocessing.Process.exitcode` gives it)."""
+    codes: dict[int, int] = {}
+    for worker in getattr(iterator, "_workers", None) or ():
+        pid, code = getattr(worker, "pid", None), getattr(worker, "exitcode", None)
+        if isinstance(pid, int) and isinstance(code, int):
+            codes[pid] = code
+    return codes
 
 
 def _dead_worker(seconds: float) -> str | None:
@@ -148,8 +159,12 @@ def _dead_worker(seconds: float) -> str | None:
         time.sleep(0.01)
 
 
-def worker_failure(err: BaseException) -> str | None:
+def worker_failure(err: BaseException, exit_codes: Mapping[int, int] | None = None) -> str | None:
     """One line saying how a DataLoader worker died, if that is what ``err`` reports.
+
+    PyTorch reports a death it notices through its SIGCHLD handler with the signal, and one it
+    notices while waiting for a batch only as "exited unexpectedly"; ``exit_codes`` (the ended
+    workers' exit codes by pid, negative for a signal) then supply what the text lacks.
 
     Returns:
         e.g. ``"a data loader worker (pid 1234) was killed by signal SIGKILL (Killed: the
@@ -162,11 +177,25 @@ def worker_failure(err: BaseException) -> str | None:
     found = _WORKER_DEATH.search(str(err))
     if found is None:
         return None
-    who = f"a data loader worker (pid {found['pids'].strip().rstrip(',')})"
-    if found["signal"] is None:
-        rest = (found["rest"] or "").strip()
-        return f"{who} exited unexpectedly{' ' + rest if rest else ''}"
-    description = found["signal"].strip()
+    pids = [int(p) for p in re.findall(r"\d+", found["pids"])]
+    who = f"a data loader worker (pid {', '.join(str(p) for p in pids)})"
+    if found["signal"] is not None:
+        return _killed_by(who, found["signal"].strip())
+    rest = (found["rest"] or "").strip()
+    codes = {(exit_codes or {}).get(p) for p in pids}
+    code = codes.pop() if len(codes) == 1 else None
+    if not rest and code is not None and code < 0:
+        try:
+            return _killed_by(who, signal.strsignal(-code) or f"signal {-code}")
+        except ValueError:
+            pass
+    if not rest and code is not None and code > 0:
+        rest = f"with exit code {code}"
+    return f"{who} exited unexpectedly{' ' + rest if rest else ''}"
+
+
+def _killed_by(who: str, description: str) -> str:
+    """``who`` was killed by the signal ``strsignal`` describes as ``description``."""
     name = _signal_name(description)
     oom = ": the out-of-memory killer's signal" if name == "SIGKILL" else ""
     shown = f"{name} ({description}{oom})" if name else description
