@@ -187,6 +187,7 @@ CONFIGS = [
     (True, "token", "position", True, False),
     (True, "token", "position", False, True),
     (True, "split", "shared", False, True),
+    (True, "token", "position", True, True),
     (False, "token", "position", False, False),
     (False, "split", "shared", False, False),
 ]
@@ -196,6 +197,7 @@ CONFIGS = [
     ("patch_loss", "weighting", "centre_mode", "separate", "local_local"), CONFIGS
 )
 @pytest.mark.parametrize("chunk_size", [None, 5])
+@pytest.mark.parametrize("kernel", ["chunked", "torch"])
 def test_loss_gradients_and_centre_equal_the_loop(
     patch_loss: bool,
     weighting: str,
@@ -203,6 +205,7 @@ def test_loss_gradients_and_centre_equal_the_loop(
     separate: bool,
     local_local: bool,
     chunk_size: int | None,
+    kernel: str,
 ) -> None:
     case = _case(separate)
     loss_fn = _make_loss(
@@ -213,6 +216,7 @@ def test_loss_gradients_and_centre_equal_the_loop(
         cls_weight=0.3,
         local_local=local_local,
         chunk_size=chunk_size,
+        kernel=kernel,
     )
     expected, expected_cls, expected_patch = _reference(
         case, loss_fn, patch_loss, weighting, 0.3, local_local

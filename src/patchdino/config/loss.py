@@ -29,6 +29,9 @@ CentreTokens = Literal["matched", "all"]
 """Which teacher tokens the EMA centre statistics average."""
 Centring = Literal["ema", "sinkhorn"]
 """How teacher outputs are centred: an EMA centre, or Sinkhorn-Knopp per batch."""
+LossKernel = Literal["auto", "torch", "chunked", "triton"]
+"""How each distillation problem is computed (:mod:`patchdino.losses.kernel`): auto | torch
+(factored form in PyTorch) | chunked (K-wide targets per student row) | triton (CUDA kernels)."""
 
 
 @dataclass
@@ -144,6 +147,10 @@ class LossConfig(Section):
     """Teacher temperature at the start of its warm-up."""
     warmup_teacher_temp_epochs: int = 0
     """Epochs of the linear teacher-temperature warm-up (0: none)."""
+    kernel: LossKernel = "auto"
+    """auto: triton on CUDA where Triton imports, else torch | torch: the factored form in
+    PyTorch | chunked: the K-wide-targets form | triton: fused CUDA kernels. All compute the
+    same loss; they differ in speed and memory."""
 
     @property
     def patch_loss(self) -> bool:
@@ -188,6 +195,7 @@ __all__ = [
     "ClsWeighting",
     "KoLeoTermConfig",
     "LossConfig",
+    "LossKernel",
     "MaskedTermConfig",
     "MatchMode",
     "PatchTermConfig",

@@ -102,7 +102,8 @@ class Centre(nn.Module):
         is_patch = (positions > 0).long()
         if self.mode == "shared":
             return is_patch
-        if isinstance(kind, Tensor):
+        if isinstance(kind, Tensor):  # a CLS token's kind needs no rows (CLS-only centre)
+            kind = torch.where(is_patch.bool(), kind, torch.zeros_like(kind))
             offsets = torch.as_tensor(self._offsets, device=positions.device)[kind]
             return positions + is_patch * offsets
         if not 0 <= kind < len(self.num_patches):
@@ -235,6 +236,14 @@ class Centring:
             return logits.sub_(self.centre(rows))
         self.sums[self._row] += logits.sum(dim=0)
         return logits.sub_(self.centre.centre[self._row])
+
+    @torch.no_grad()
+    def offsets(self, features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The centre's ``(R, K)`` rows and each token's row, having added the statistics of
+        the raw logits ``features @ weight.T`` of all ``M`` tokens (``(M, d)`` features)."""
+        self.observe_features(features, weight, 0, features.shape[0])
+        rows = self._rows if self._row is None else torch.full_like(self._rows, self._row)
+        return self.centre.centre, rows
 
     @torch.no_grad()
     def observe_features(self, features: Tensor, weight: Tensor, start: int, end: int) -> None:

@@ -23,26 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from patchdino.losses.centring import TeacherCentring
 from patchdino.losses.cross_entropy import DEFAULT_CHUNK_ELEMENTS, soft_cross_entropy
+from patchdino.losses.factored import factored_distillation
 from patchdino.losses.heads import ProjectionHead
 from patchdino.losses.pairs import ProblemPlan
-
-
-class TeacherCentring(Protocol):
-    """Centres a problem's teacher logits chunk by chunk (EMA centre or Sinkhorn-Knopp)."""
-
-    def prepare(self, features: Tensor, weight: Tensor, temperature: float) -> None:
-        """See all ``(M, d)`` teacher features of the problem once, before any chunk."""
-        ...
-
-    def __call__(self, logits: Tensor, start: int, end: int) -> Tensor:
-        """Centred ``(end - start, K)`` logits of teacher rows ``start:end``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +58,7 @@ def distill(
     teacher_temp: float,
     student_temp: float,
     chunk_size: int | None = None,
+    kernel: str = "chunked",
 ) -> Tensor:
     """Scalar loss of one problem; its teacher logits pass through ``problem.centring``.
 
@@ -80,6 +70,10 @@ def distill(
         student_temp: student temperature ``T_s``.
         chunk_size: student rows per cross-entropy chunk (rounded to whole samples); None
             picks about ``2**28 / K``.
+        kernel: ``"chunked"`` (the targets' form above), ``"torch"``
+            (:func:`~patchdino.losses.factored.factored_distillation`) or ``"triton"``
+            (the factored form's passes in :mod:`~patchdino.losses.triton_distill`); see
+            :mod:`patchdino.losses.kernel`.
     """
     student, teacher = problem.plan.student, problem.plan.teacher
     partners, pair_weights = problem.plan.partners, problem.plan.weights
@@ -92,6 +86,27 @@ def distill(
         t_weight = problem.teacher_head.last_layer_weight()  # (K, d)
     problem.centring.prepare(t_features, t_weight, teacher_temp)
     size = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // weight.shape[0])
+    if kernel in ("torch", "triton"):
+        passes = None
+        if kernel == "triton":  # imports Triton, which only this kernel needs
+            from patchdino.losses.triton_distill import TRITON_PASSES
+
+            passes = TRITON_PASSES
+        return factored_distillation(
+            features,
+            weight,
+            t_features,
+            t_weight,
+            problem.centring,
+            partners,
+            pair_weights,
+            teacher_temp,
+            student_temp,
+            size,
+            passes,
+        )
+    if kernel != "chunked":
+        raise ValueError(f"unknown loss kernel {kernel!r}")
     chunks, teacher_ranges = sample_chunks(student.sample_offsets, teacher.sample_offsets, size)
     teacher_range = dict(zip([start for start, _ in chunks], teacher_ranges))
 

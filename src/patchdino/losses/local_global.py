@@ -55,8 +55,9 @@ from torch import Tensor, nn
 
 from patchdino.config import Config, LossConfig, TermsConfig
 from patchdino.losses.centre import Centre, Centring
-from patchdino.losses.distill import TeacherCentring
+from patchdino.losses.centring import TeacherCentring
 from patchdino.losses.heads import HeadPair, ProjectionHead
+from patchdino.losses.kernel import resolve_kernel
 from patchdino.losses.masks import BlockMasking
 from patchdino.losses.pairs import PairPlan, ProblemPlan, ViewPair, plan_pairs, view_pairs
 from patchdino.losses.sinkhorn import SinkhornCentring
@@ -122,6 +123,8 @@ class LocalGlobalLoss(nn.Module):
         sinkhorn_iterations: Sinkhorn-Knopp iterations.
         masking: the mask sampler of the masked term; None makes the default one when that
             term has a positive weight.
+        kernel: ``loss.kernel`` (:mod:`patchdino.losses.kernel`): the implementation of each
+            problem's distillation; ``"auto"`` picks one on the device of each call.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class LocalGlobalLoss(nn.Module):
         centring: str = "ema",
         sinkhorn_iterations: int = 3,
         masking: BlockMasking | None = None,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         unknown = sorted(set(weights or {}) - set(TERMS))
@@ -164,6 +168,7 @@ class LocalGlobalLoss(nn.Module):
             centre_tokens=centre_tokens,  # type: ignore[arg-type]
             centre_momentum=centre_momentum,
             student_temp=student_temp,
+            kernel=kernel,  # type: ignore[arg-type]
         )
         for name, weight in term_weights.items():
             getattr(section.terms, name).weight = weight
@@ -185,6 +190,8 @@ class LocalGlobalLoss(nn.Module):
         self.cls_weight = cls_weight
         self.local_local = local_local
         self.chunk_size = chunk_size
+        self.kernel = kernel
+        """``loss.kernel``; resolved on the device of each call (:func:`resolve_kernel`)."""
         self.num_patches = num_patches
         self.num_local_patches = num_local_patches
         self.centre_mode = centre_mode
@@ -227,6 +234,7 @@ class LocalGlobalLoss(nn.Module):
             weights={name: getattr(lo.terms, name).weight for name in TERMS},
             centring=lo.centring,
             sinkhorn_iterations=lo.sinkhorn_iterations,
+            kernel=lo.kernel,
             masking=BlockMasking.from_config(lo.terms.masked)
             if lo.terms.masked.weight > 0
             else None,
@@ -368,6 +376,7 @@ class LocalGlobalLoss(nn.Module):
             plan,
             centring_for,
             self.chunk_size,
+            resolve_kernel(self.kernel, student_tokens[0].device),
         )
         values = {name: self.weights[name] * term(inputs) for name, term in self.terms.items()}
         loss = torch.stack(list(values.values())).sum()

@@ -124,3 +124,11 @@ class SinkhornCentring:
         if self._shift is None:
             raise RuntimeError("SinkhornCentring.prepare must run before the logits are centred")
         return logits.to(self._shift.dtype).add_(self._shift)
+
+    def offsets(self, features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The one-row table ``-T log r`` ``(1, K)`` and row 0 for each of the ``(M, d)``
+        features' rows."""
+        if self._shift is None:
+            raise RuntimeError("SinkhornCentring.prepare must run before the logits are centred")
+        rows = torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
+        return -self._shift[None, :], rows

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from patchdino.losses.distill import Problem, TeacherCentring, distill
+from patchdino.losses.centring import TeacherCentring
+from patchdino.losses.distill import Problem, distill
 from patchdino.losses.heads import HeadPair
 from patchdino.losses.pairs import PairPlan, ProblemPlan
 
@@ -40,6 +41,7 @@ class TermInputs:
         plan: the batch's pair plan.
         centring_for: makes (and records) the centring of a problem.
         chunk_size: student rows per cross-entropy chunk; None picks one.
+        kernel: the implementation of each problem's distillation (see :func:`distill`).
     """
 
     student_tokens: Sequence[Tensor]
@@ -51,6 +53,7 @@ class TermInputs:
     plan: PairPlan
     centring_for: CentringFor
     chunk_size: int | None = None
+    kernel: str = "chunked"
 
     @property
     def num_global(self) -> int:
@@ -73,6 +76,7 @@ class TermInputs:
             self.teacher_temp,
             self.student_temp,
             self.chunk_size,
+            self.kernel,
         )
 
 

@@ -1,0 +1,345 @@
+"""The factored distillation's two passes as fused Triton kernels (``loss.kernel=triton``).
+
+:mod:`patchdino.losses.factored` reduces a problem to passes over ``K``-wide rows of the form
+
+    p_r = softmax((q_r . w_k - b_rk) * scale  over k),   q_r a d-wide row, w_k a row of W,
+
+followed by ``p_r @ V`` (a ``d``-wide output per row) and ``sum_r p_r^T G_r`` (a ``(K, d)``
+output). These are the shapes of attention: queries ``q``, keys ``W``, values ``V``. Two
+kernels compute them without writing any ``K``-wide row to memory:
+
+- :func:`_row_kernel` (attention's forward): one program per block of rows walks the ``K``
+  keys in tiles with an online softmax, giving each row's log-sum-exp and ``p_r @ V``;
+- :func:`_column_kernel` (attention's ``dV``): one program per tile of keys walks the rows,
+  recomputes ``p`` from the stored log-sum-exp and accumulates ``p^T G``; no atomics.
+
+The bias ``b_rk`` is a row of a small table chosen per row (the EMA centre's rows, or
+Sinkhorn-Knopp's offsets: :meth:`~patchdino.losses.centring.TeacherCentring.offsets`), read
+tile by tile. Matrix products run in the inputs' dtype (bf16 under autocast), softmax and
+accumulators in float32. Teacher side: ``q`` = teacher features, ``W`` = the teacher's
+weight, ``V`` = the student's weight, ``G`` = the pair-weighted student features; student
+side: ``q`` = student features, ``W = V`` = the student's weight, ``G`` = the features times
+each row's pair mass.
+
+Runs on CUDA, and on the CPU in Triton's interpreter (``TRITON_INTERPRET=1``, for tests;
+its bf16 ``tl.dot`` is wrong, so test fp32 or fp16 there).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from patchdino.losses.centring import TeacherCentring
+from patchdino.losses.factored import Passes
+
+
+@triton.jit
+def _row_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations
+    q_ptr,
+    w_ptr,
+    v_ptr,
+    bias_ptr,
+    bias_rows_ptr,
+    lse_ptr,
+    out_ptr,
+    num_rows,
+    num_keys,
+    dim,
+    scale,
+    stride_q,
+    stride_w,
+    stride_v,
+    stride_bias,
+    stride_out,
+    has_bias: tl.constexpr,
+    block_m: tl.constexpr,
+    block_k: tl.constexpr,
+    block_d: tl.constexpr,
+):
+    """Per row ``r``: ``lse_r = logsumexp_k s_rk`` and ``out_r = softmax(s_r) @ V``, with
+    ``s_rk = (q_r . w_k - bias[bias_rows[r], k]) * scale``."""
+    rows = tl.program_id(0) * block_m + tl.arange(0, block_m)
+    cols = tl.arange(0, block_d)
+    row_ok = rows < num_rows
+    col_ok = cols < dim
+    q = tl.load(
+        q_ptr + rows[:, None] * stride_q + cols[None, :],
+        mask=row_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+    if has_bias:
+        table_rows = tl.load(bias_rows_ptr + rows, mask=row_ok, other=0)
+    peak = tl.full((block_m,), float("-inf"), dtype=tl.float32)
+    total = tl.zeros((block_m,), dtype=tl.float32)
+    acc = tl.zeros((block_m, block_d), dtype=tl.float32)
+    for start in range(0, num_keys, block_k):
+        keys = start + tl.arange(0, block_k)
+        key_ok = keys < num_keys
+        w = tl.load(
+            w_ptr + keys[:, None] * stride_w + cols[None, :],
+            mask=key_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        s = tl.dot(q, tl.trans(w))
+        if has_bias:
+            b = tl.load(
+                bias_ptr + table_rows[:, None] * stride_bias + keys[None, :],
+                mask=row_ok[:, None] & key_ok[None, :],
+                other=0.0,
+            )
+            s = s - b.to(tl.float32)
+        s = tl.where(key_ok[None, :], s * scale, float("-inf"))
+        new_peak = tl.maximum(peak, tl.max(s, axis=1))
+        p = tl.exp(s - new_peak[:, None])
+        rescale = tl.exp(peak - new_peak)
+        total = total * rescale + tl.sum(p, axis=1)
+        v = tl.load(
+            v_ptr + keys[:, None] * stride_v + cols[None, :],
+            mask=key_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
+        peak = new_peak
+    tl.store(lse_ptr + rows, peak + tl.log(total), mask=row_ok)
+    tl.store(
+        out_ptr + rows[:, None] * stride_out + cols[None, :],
+        acc / total[:, None],
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+
+
+@triton.jit
+def _column_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations
+    q_ptr,
+    w_ptr,
+    g_ptr,
+    bias_ptr,
+    bias_rows_ptr,
+    lse_ptr,
+    out_ptr,
+    num_rows,
+    num_keys,
+    dim,
+    scale,
+    stride_q,
+    stride_w,
+    stride_g,
+    stride_bias,
+    stride_out,
+    has_bias: tl.constexpr,
+    block_m: tl.constexpr,
+    block_k: tl.constexpr,
+    block_d: tl.constexpr,
+):
+    """Per key ``k``: ``out_k = sum_r p_rk G_r`` with ``p_rk = exp(s_rk - lse_r)`` (``s`` as in
+    :func:`_row_kernel`)."""
+    keys = tl.program_id(0) * block_k + tl.arange(0, block_k)
+    cols = tl.arange(0, block_d)
+    key_ok = keys < num_keys
+    col_ok = cols < dim
+    w = tl.load(
+        w_ptr + keys[:, None] * stride_w + cols[None, :],
+        mask=key_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+    acc = tl.zeros((block_k, block_d), dtype=tl.float32)
+    for start in range(0, num_rows, block_m):
+        rows = start + tl.arange(0, block_m)
+        row_ok = rows < num_rows
+        q = tl.load(
+            q_ptr + rows[:, None] * stride_q + cols[None, :],
+            mask=row_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        s = tl.dot(q, tl.trans(w))
+        if has_bias:
+            table_rows = tl.load(bias_rows_ptr + rows, mask=row_ok, other=0)
+            b = tl.load(
+                bias_ptr + table_rows[:, None] * stride_bias + keys[None, :],
+                mask=row_ok[:, None] & key_ok[None, :],
+                other=0.0,
+            )
+            s = s - b.to(tl.float32)
+        lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+        p = tl.exp(s * scale - lse[:, None])
+        p = tl.where(row_ok[:, None] & key_ok[None, :], p, 0.0)
+        g = tl.load(
+            g_ptr + rows[:, None] * stride_g + cols[None, :],
+            mask=row_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc += tl.dot(tl.trans(p.to(g.dtype)), g)
+    tl.store(
+        out_ptr + keys[:, None] * stride_out + cols[None, :],
+        acc,
+        mask=key_ok[:, None] & col_ok[None, :],
+    )
+
+
+def _blocks(dim: int) -> tuple[int, int, int, int]:
+    """``(block_m, block_k, block_d, num_warps)`` for rows ``dim`` wide."""
+    block_d = max(16, triton.next_power_of_2(dim))
+    if block_d > 128:
+        return 64, 32, block_d, 8
+    return 64, 64, block_d, 4
+
+
+def softmax_rows(
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    scale: float,
+    bias: tuple[Tensor, Tensor] | None = None,
+    blocks: tuple[int, int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per row: the log-sum-exp of ``s = (queries @ keys.T - bias) * scale`` and
+    ``softmax(s) @ values``.
+
+    Args:
+        queries: ``(R, d)``.
+        keys: ``(K, d)``, cast to the queries' dtype.
+        values: ``(K, d)``, cast to the queries' dtype.
+        scale: factor of the biased logits (``1 / T``).
+        bias: ``(table (B, K), rows (R,) long)``: row ``r`` subtracts ``table[rows[r]]``.
+        blocks: ``(block_m, block_k)`` to use in place of the defaults (tests).
+
+    Returns:
+        ``lse`` ``(R,)`` and ``(R, d)``, float32.
+    """
+    num_rows, dim = queries.shape
+    queries = queries.contiguous()
+    keys = keys.to(queries.dtype).contiguous()
+    values = values.to(queries.dtype).contiguous()
+    lse = torch.empty(num_rows, dtype=torch.float32, device=queries.device)
+    out = torch.empty(num_rows, dim, dtype=torch.float32, device=queries.device)
+    if num_rows == 0:
+        return lse, out
+    block_m, block_k, block_d, warps = _blocks(dim)
+    block_m, block_k = blocks or (block_m, block_k)
+    table, table_rows = _bias(bias, queries)
+    _row_kernel[(triton.cdiv(num_rows, block_m),)](
+        queries,
+        keys,
+        values,
+        table,
+        table_rows,
+        lse,
+        out,
+        num_rows,
+        keys.shape[0],
+        dim,
+        scale,
+        queries.stride(0),
+        keys.stride(0),
+        values.stride(0),
+        table.stride(0),
+        out.stride(0),
+        has_bias=bias is not None,
+        block_m=block_m,
+        block_k=block_k,
+        block_d=block_d,
+        num_warps=warps,
+    )
+    return lse, out
+
+
+def softmax_columns(
+    queries: Tensor,
+    keys: Tensor,
+    lse: Tensor,
+    row_grads: Tensor,
+    scale: float,
+    bias: tuple[Tensor, Tensor] | None = None,
+    blocks: tuple[int, int] | None = None,
+) -> Tensor:
+    """``sum_r p_r^T G_r`` ``(K, d)`` for the softmax rows ``p`` of :func:`softmax_rows`.
+
+    Args:
+        queries, keys, scale, bias, blocks: as given to :func:`softmax_rows`.
+        lse: ``(R,)`` float32 log-sum-exp that :func:`softmax_rows` returned.
+        row_grads: ``(R, d)`` ``G``, cast to the queries' dtype.
+
+    Returns:
+        ``(K, d)`` float32.
+    """
+    num_rows, dim = queries.shape
+    queries = queries.contiguous()
+    keys = keys.to(queries.dtype).contiguous()
+    row_grads = row_grads.to(queries.dtype).contiguous()
+    out = torch.zeros(keys.shape[0], dim, dtype=torch.float32, device=queries.device)
+    if num_rows == 0:
+        return out
+    block_m, block_k, block_d, warps = _blocks(dim)
+    block_m, block_k = blocks or (block_m, block_k)
+    table, table_rows = _bias(bias, queries)
+    _column_kernel[(triton.cdiv(keys.shape[0], block_k),)](
+        queries,
+        keys,
+        row_grads,
+        table,
+        table_rows,
+        lse.contiguous(),
+        out,
+        num_rows,
+        keys.shape[0],
+        dim,
+        scale,
+        queries.stride(0),
+        keys.stride(0),
+        row_grads.stride(0),
+        table.stride(0),
+        out.stride(0),
+        has_bias=bias is not None,
+        block_m=block_m,
+        block_k=block_k,
+        block_d=block_d,
+        num_warps=warps,
+    )
+    return out
+
+
+def _bias(bias: tuple[Tensor, Tensor] | None, queries: Tensor) -> tuple[Tensor, Tensor]:
+    """The bias table (float32, contiguous rows) and rows, or placeholders without a bias."""
+    if bias is None:
+        empty = torch.zeros(1, 1, dtype=torch.float32, device=queries.device)
+        return empty, torch.zeros(1, dtype=torch.long, device=queries.device)
+    table, rows = bias
+    return table.to(torch.float32).contiguous(), rows.contiguous()
+
+
+@torch.no_grad()
+def _teacher(
+    teacher_features: Tensor,
+    teacher_weight: Tensor,
+    centring: TeacherCentring,
+    values: Tensor,
+    teacher_temp: float,
+    chunk_size: int,
+    row_grads: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`~patchdino.losses.factored.teacher_pass` in two kernels (``chunk_size`` unused)."""
+    bias = centring.offsets(teacher_features, teacher_weight)
+    scale = 1.0 / teacher_temp
+    lse, mu = softmax_rows(teacher_features, teacher_weight, values, scale, bias)
+    if row_grads is None:
+        return mu, None
+    return mu, softmax_columns(teacher_features, teacher_weight, lse, row_grads, scale, bias)
+
+
+@torch.no_grad()
+def _student(
+    features: Tensor, weight: Tensor, mass: Tensor, student_temp: float, chunk_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`~patchdino.losses.factored.student_pass` in two kernels (``chunk_size`` unused)."""
+    scale = 1.0 / student_temp
+    lse, nu = softmax_rows(features, weight, weight, scale)
+    m = mass.to(torch.float32)[:, None]  # (Ns, 1)
+    grad = softmax_columns(features, weight, lse, features.to(torch.float32) * m, scale)
+    return lse, nu.mul_(m), grad
+
+
+TRITON_PASSES = Passes(_teacher, _student)
+"""The passes as Triton kernels (``loss.kernel=triton``)."""
