@@ -86,3 +86,15 @@ def test_unknown_backbone_is_a_config_error_listed_with_the_others(
     assert "model.arch: unknown backbone 'vit_tinyy'" in err
     (arch,) = [line for line in err.splitlines() if "model.arch" in line]
     assert "; did you mean vit_" in arch
+
+
+def test_the_triton_kernel_without_cuda_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the tests' interpreter
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path), "--output", str(out), "run.device=cpu", "loss.kernel=triton"]
+    code = main(["pretrain", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not out.exists()
+    assert "loss.kernel=triton needs a CUDA device (this run uses cpu)" in err

@@ -177,14 +177,22 @@ def test_loss_and_gradients_equal_the_pair_loop(dim: int) -> None:
     torch.testing.assert_close(torch_loss, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_the_loss_with_the_triton_kernel_equals_the_torch_kernel() -> None:
+@pytest.mark.parametrize(
+    ("centre_mode", "centring"), [("position", "ema"), ("shared", "ema"), ("shared", "sinkhorn")]
+)
+def test_the_loss_with_the_triton_kernel_equals_the_torch_kernel(
+    centre_mode: str, centring: str
+) -> None:
     """The local-global loss (CLS and matched patches, local-local pairs, a separate patch
-    head, the position centre and its update), kernel ``triton`` against ``torch``."""
+    head, each centring and the centre's update), kernel ``triton`` against ``torch``."""
 
     results = []
     for kernel in ("torch", "triton"):
         case = _case(separate_patch_head=True)
-        loss_fn = _make_loss(case, "position", local_local=True, kernel=kernel).float().to(DEVICE)
+        loss_fn = _make_loss(
+            case, centre_mode, local_local=True, kernel=kernel, centring=centring
+        ).float()
+        loss_fn = loss_fn.to(DEVICE)
         student = [t.float().to(DEVICE).requires_grad_() for t in case.student]
         heads = [h.float().to(DEVICE) for h in (*case.s_heads, *case.t_heads)]
         out = loss_fn(

@@ -23,7 +23,8 @@ import torch
 
 from patchdino.config import Config, load_config
 from patchdino.errors import InputError
-from patchdino.models.backbone import config_problems
+from patchdino.losses import kernel
+from patchdino.models import backbone
 
 MODES = ("cls", "patch", "reference", "pipeline", "end2end")
 MODEL_KINDS = ("model", "reference")
@@ -130,5 +131,12 @@ def make_cases(
         else:
             raise InputError(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
         every = (*overrides, *own)
-        cases.append(BenchCase(name, kind, every, load_config(None, every, [config_problems])))
+        cases.append(
+            BenchCase(
+                name,
+                kind,
+                every,
+                load_config(None, every, [backbone.config_problems, kernel.config_problems]),
+            )
+        )
     return cases

@@ -97,12 +97,14 @@ def bad_image_message(err: BaseException) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from patchdino.cli.outputs import check_output_folder
     from patchdino.config import load_config
-    from patchdino.models.backbone import config_problems
+    from patchdino.losses import kernel
+    from patchdino.models import backbone
     from patchdino.train.signals import stop_exit_code
     from patchdino.train.trainer import Trainer, TrainingError
 
     check_output_folder(args.output)
-    config = load_config(args.config, overrides_from_args(args), checks=[config_problems])
+    checks = [backbone.config_problems, kernel.config_problems]
+    config = load_config(args.config, overrides_from_args(args), checks=checks)
     trainer = Trainer(config, args.output, progress=not args.no_progress)
     from patchdino.train.distributed import shutdown
 

@@ -23,6 +23,7 @@ import torch
 
 from patchdino.config.checks import literal_values
 from patchdino.config.loss import LossKernel
+from patchdino.config.schema import Config
 
 KERNELS: tuple[str, ...] = literal_values(LossKernel) or ()
 """``loss.kernel`` values."""
@@ -69,3 +70,13 @@ def resolve_kernel(kernel: str, device: torch.device | str) -> str:
         return kernel
     on_cuda = torch.device(device).type == "cuda"
     return "triton" if on_cuda and triton_importable() else "torch"
+
+
+def config_problems(config: Config) -> list[str]:
+    """Problems of ``loss.kernel`` on ``run.device`` for :func:`~patchdino.config.load_config`'s
+    ``checks`` (``auto`` resolves to CUDA when a device is visible)."""
+    device = config.run.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    problem = kernel_problem(config.loss.kernel, device.split(":")[0])
+    return [problem] if problem else []
