@@ -14,6 +14,7 @@ from patchdino.losses.factored import TORCH_PASSES, factored_distillation
 from patchdino.losses.kernel import kernel_problem, resolve_kernel
 
 triton_distill = pytest.importorskip("patchdino.losses.triton_distill")
+pytestmark = pytest.mark.triton
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

@@ -34,3 +34,15 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path: Path) -> None:
     assert torch.are_deterministic_algorithms_enabled()
     assert run(data, tmp_path / "b", "run.seed=3") == first
     assert run(data, tmp_path / "c", "run.seed=4") != first
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "triton"])
+def test_every_loss_kernel_trains_to_the_same_losses(tmp_path: Path, kernel: str) -> None:
+    """Three steps of the tiny run: ``loss.kernel`` changes how, not what (``triton`` runs
+    in Triton's interpreter on the CPU)."""
+    if kernel == "triton":
+        pytest.importorskip("triton")
+    data = write_idx_folder(tmp_path / "data")
+    want = run(data, tmp_path / "torch", "loss.kernel=torch", "loss.centre=position")
+    got = run(data, tmp_path / kernel, f"loss.kernel={kernel}", "loss.centre=position")
+    assert got == pytest.approx(want, rel=1e-4)
