@@ -46,3 +46,9 @@ def test_every_loss_kernel_trains_to_the_same_losses(tmp_path: Path, kernel: str
     want = run(data, tmp_path / "torch", "loss.kernel=torch", "loss.centre=position")
     got = run(data, tmp_path / kernel, f"loss.kernel={kernel}", "loss.centre=position")
     assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_inputs_made_one_step_ahead_train_to_the_same_losses(tmp_path: Path) -> None:
+    data = write_idx_folder(tmp_path / "data")
+    want = run(data, tmp_path / "serial", "run.pipeline=serial")
+    assert run(data, tmp_path / "ahead", "run.pipeline=ahead") == want

@@ -7,6 +7,7 @@ terminal's Ctrl-C send it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,12 +75,14 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize(
+    ("name", "pipeline"), [("SIGTERM", "serial"), ("SIGUSR1", "serial"), ("SIGTERM", "ahead")]
+)
 def test_group_signal_saves_the_current_step_exits_143_and_resumes(
-    name: str, photos: Path, uninterrupted: Path, tmp_path: Path
+    name: str, pipeline: str, photos: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    args = cli_args(photos, out, TOTAL, "--save-every", "100", WORKERS)
+    args = cli_args(photos, out, TOTAL, "--save-every", "100", WORKERS, f"run.pipeline={pipeline}")
     process = start_group(args, tmp_path)
     wait_for_steps(process, out, 3, checkpoint=False)
     os.killpg(process.pid, getattr(signal, name))
@@ -141,9 +144,14 @@ def test_a_second_ctrl_c_stops_at_once_and_names_the_saved_step(
 
 
 def worker_pids(pid: int) -> list[int]:
-    """The DataLoader workers of process ``pid``: its children forked from it (same command)."""
+    """The DataLoader workers of process ``pid``: its children forked from it (same command),
+    by any of its threads (the inputs of ``run.pipeline=ahead`` are made on a thread of
+    their own)."""
     command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            children += (task / "children").read_text().split()
     found = []
     for child in map(int, children):
         try:
@@ -154,11 +162,12 @@ def worker_pids(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("pipeline", ["serial", "ahead"])
 def test_a_killed_loader_worker_stops_in_one_line_and_the_rerun_resumes_exactly(
-    photos: Path, uninterrupted: Path, tmp_path: Path
+    pipeline: str, photos: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    args = cli_args(photos, out, TOTAL, "--save-every", "2", WORKERS)
+    args = cli_args(photos, out, TOTAL, "--save-every", "2", WORKERS, f"run.pipeline={pipeline}")
     process = start_group(args, tmp_path)
     wait_for_steps(
         process, out, 2, checkpoint=False

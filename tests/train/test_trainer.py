@@ -106,15 +106,18 @@ def stop_after(monkeypatch: pytest.MonkeyPatch, stop_step: int, name: str = "SIG
     monkeypatch.setattr(trainer_module, "MetricsWriter", SignallingWriter)
 
 
+@pytest.mark.parametrize("pipeline", ["serial", "ahead"])
 def test_stopped_run_resumes_to_the_uninterrupted_losses(
     data: Path,
     uninterrupted: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    pipeline: str,
 ) -> None:
+    """Also with the inputs made one step ahead: the uninterrupted run made them serially."""
     out = tmp_path / "run"
-    args = cli_args(data, out, 4)
+    args = cli_args(data, out, 4, f"run.pipeline={pipeline}")
     with single_thread():
         with monkeypatch.context() as patch:
             stop_after(patch, 2)

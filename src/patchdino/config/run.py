@@ -12,6 +12,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 """auto: bf16 autocast on CUDA and fp32 elsewhere (:mod:`patchdino.precision`)."""
 NonFinitePolicy = Literal["stop", "skip"]
 """What to do with a non-finite loss."""
+PipelineMode = Literal["auto", "ahead", "serial"]
+"""Whether each step's inputs are made one step ahead, beside the model step, or in it."""
 
 
 def device_problem(key: str, device: str) -> str | None:
@@ -43,6 +45,10 @@ class RunConfig(Section):
     """Ask torch for deterministic algorithms (slower on GPUs)."""
     on_nonfinite: NonFinitePolicy = "stop"
     """stop | skip: what to do with a non-finite loss."""
+    pipeline: PipelineMode = "auto"
+    """ahead: make each step's batch, views, matches and pair plan one step ahead on a
+    background thread (a side CUDA stream), beside the model step | serial: in the step |
+    auto: ahead on CUDA, serial elsewhere. The same inputs either way."""
 
     def rules(self, prefix: str) -> list[str]:
         problems = positive_problems(

@@ -34,12 +34,15 @@ from patchdino.checkpoint import (
     save_checkpoint,
 )
 from patchdino.config import Config, flatten_tree
+from patchdino.data.batch import MultiCropBatch
 from patchdino.data.datasets import normalisation
 from patchdino.data.loader import BatchStream, CanvasBatch, resume_position
 from patchdino.data.workers import worker_failure
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
+from patchdino.losses import PairPlan
 from patchdino.train import distributed
+from patchdino.train.ahead import Ahead
 from patchdino.train.build import (
     build_augmentation,
     build_step,
@@ -288,6 +291,13 @@ class Trainer:
                 )
         stop = StopRequest().install()
         batches = self._batches(micro)
+        accumulation = config.optim.accumulation
+        inputs = Ahead(
+            lambda index: self._inputs(index, batches),
+            step * accumulation,
+            self.device,
+            enabled=self._overlap(),
+        )
         self.step_module.train()
         stopped_by: str | None = None
         interrupted = False
@@ -295,7 +305,7 @@ class Trainer:
             while step < end:
                 started = time.perf_counter()
                 values = self.schedules.at(step)
-                record, taken = self._optimise(step, values, batches)
+                record, taken = self._optimise(step, values, inputs)
                 if not taken:
                     skipped += 1
                     record = dict.fromkeys(record, math.nan)  # logged as null
@@ -343,6 +353,7 @@ class Trainer:
                 f"({self.checkpoint_note()}); rerun the same command to resume"
             ) from err
         finally:
+            inputs.close()  # the item in flight is finished before the batches close
             batches.close()  # stops the loader workers now, however the loop ended
             stop.restore()
             if bar is not None:
@@ -357,8 +368,27 @@ class Trainer:
                 )
         return TrainResult(step, total, stopped_by, self.checkpoint_path)
 
+    def _overlap(self) -> bool:
+        """Whether inputs are made one step ahead (``run.pipeline``)."""
+        setting = self.config.run.pipeline
+        return setting == "ahead" or (setting == "auto" and self.device.type == "cuda")
+
+    def _inputs(
+        self, index: int, batches: Iterator[CanvasBatch]
+    ) -> tuple[MultiCropBatch, PairPlan]:
+        """Views and pair plan of micro-step ``index`` (micro-steps since step 0): the next
+        batch of the stream, cut and matched with the micro-step's own seeded generator."""
+        step, micro = divmod(index, self.config.optim.accumulation)
+        seed = step_seed(self.config.run.seed, step, micro, self.ctx.rank)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        canvas = next(batches)
+        images = canvas.images.to(self.device, non_blocking=True)
+        sizes = canvas.sizes.to(self.device, non_blocking=True)
+        views = self.augment(images, sizes, generator=generator)
+        return views, self.step_module.plan(views, generator)
+
     def _optimise(
-        self, step: int, values: ScheduleValues, batches: Iterator[CanvasBatch]
+        self, step: int, values: ScheduleValues, inputs: Ahead[tuple[MultiCropBatch, PairPlan]]
     ) -> tuple[dict[str, float], bool]:
         """One optimiser step: its metrics, and whether it was taken (False: skipped).
 
@@ -373,14 +403,8 @@ class Trainer:
             centre = {k: v.clone() for k, v in self.step_module.loss.state_dict().items()}
         totals: dict[str, float] = {}
         for micro in range(accumulation):
-            seed = step_seed(config.run.seed, step, micro, self.ctx.rank)
-            torch.manual_seed(seed)
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-            canvas = next(batches)
-            images = canvas.images.to(self.device, non_blocking=True)
-            sizes = canvas.sizes.to(self.device, non_blocking=True)
-            views = self.augment(images, sizes, generator=generator)
-            plan = self.step_module.plan(views, generator)
+            views, plan = inputs.next()
+            torch.manual_seed(step_seed(config.run.seed, step, micro, self.ctx.rank))  # drop-path
             out = forward_backward(
                 self.forward,
                 views,
