@@ -7,7 +7,8 @@ Modes:
 - ``reference``: the same loss computed as the reference does (head on all tokens, per-pair
   gathers and cross-entropies; :mod:`patchdino.bench.reference_loss`).
 - ``pipeline``: uint8 canvas batch on the device -> multi-crop views -> matching and pair plan.
-- ``end2end``: ``pipeline`` followed by the ``patch`` training step, every step.
+- ``end2end``: ``pipeline`` and the ``patch`` training step, every step, the inputs made as the
+  trainer makes them (``run.pipeline``: one step ahead, beside the model step, on CUDA).
 
 A model-only step takes views and plan already on the device and runs the student's forward
 and backward, the teacher's forward, the optimiser step and the EMA update. Variants are extra

@@ -7,6 +7,7 @@ goes on with the next case; any other error propagates.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -23,6 +24,7 @@ from patchdino.bench.pipeline import InputPipeline, synthetic_canvas
 from patchdino.bench.results import OOM, BenchResult, BenchRow
 from patchdino.losses import PairPlan
 from patchdino.precision import effective_precision
+from patchdino.train.ahead import Ahead, makes_ahead
 from patchdino.train.build import build_step
 
 Log = Callable[[str], None]
@@ -82,23 +84,32 @@ def run_case(case: BenchCase, settings: BenchSettings, memory: PeakMemory) -> Be
     """Build, warm up and time one case; ``OOM`` in its status if memory ran out."""
     config, device = case.config, settings.device
     row = BenchRow(case.name, case.kind, list(case.overrides), config.optim.batch_size)
-    try:
-        run = _prepare(case, settings, memory, row)
-        row.step_seconds, row.cpu_seconds = time_steps(run, settings.steps, settings.warmup, device)
-        row.peak_memory_bytes = memory.peak_bytes()
-    except (RuntimeError, MemoryError) as err:
-        if not (isinstance(err, MemoryError) or is_out_of_memory(err)):
-            raise
-        row.status, row.step_seconds, row.cpu_seconds = OOM, [], []
+    with contextlib.ExitStack() as cleanup:
+        try:
+            run = _prepare(case, settings, memory, row, cleanup)
+            row.step_seconds, row.cpu_seconds = time_steps(
+                run, settings.steps, settings.warmup, device
+            )
+            row.peak_memory_bytes = memory.peak_bytes()
+        except (RuntimeError, MemoryError) as err:
+            if not (isinstance(err, MemoryError) or is_out_of_memory(err)):
+                raise
+            row.status, row.step_seconds, row.cpu_seconds = OOM, [], []
     return row
 
 
 def _prepare(
-    case: BenchCase, settings: BenchSettings, memory: PeakMemory, row: BenchRow
+    case: BenchCase,
+    settings: BenchSettings,
+    memory: PeakMemory,
+    row: BenchRow,
+    cleanup: contextlib.ExitStack,
 ) -> Callable[[int], object]:
     """Build what ``case`` needs, start ``memory``, and return its step ``run(i)``.
 
-    Model rows also get their head tokens and matched pairs filled in.
+    Model rows also get their head tokens and matched pairs filled in. The ``end2end`` row
+    makes each step's inputs as the trainer does (``run.pipeline``: one step ahead, beside
+    the model step, on CUDA); what must be stopped after the row goes on ``cleanup``.
     """
     config, device, channels = case.config, settings.device, settings.channels
     images, sizes = synthetic_canvas(
@@ -117,9 +128,11 @@ def _prepare(
     trainer = TrainingStep(config, device, channels, reference=case.kind == "reference")
     steps = InputPipeline(config, channels, trainer.plan, device)
     if case.kind == "end2end":
+        ahead = makes_ahead(config.run.pipeline, device)
+        inputs = cleanup.enter_context(Ahead(lambda i: steps(images, sizes, i), 0, device, ahead))
 
         def run_end2end(i: int) -> object:
-            return trainer(*steps(images, sizes, i))
+            return trainer(*inputs.next())
 
         return run_end2end
     batch, plan = steps(images, sizes, 0)

@@ -33,6 +33,11 @@ import torch
 T = TypeVar("T")
 
 
+def makes_ahead(setting: str, device: torch.device) -> bool:
+    """Whether ``run.pipeline=setting`` makes inputs one step ahead on ``device``."""
+    return setting == "ahead" or (setting == "auto" and device.type == "cuda")
+
+
 def tensors_of(item: Any) -> Iterator[torch.Tensor]:
     """Every tensor reachable from ``item`` through dataclasses, tuples, lists and dicts."""
     if isinstance(item, torch.Tensor):

@@ -42,7 +42,7 @@ from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.losses import PairPlan
 from patchdino.train import distributed
-from patchdino.train.ahead import Ahead
+from patchdino.train.ahead import Ahead, makes_ahead
 from patchdino.train.build import (
     build_augmentation,
     build_step,
@@ -296,7 +296,7 @@ class Trainer:
             lambda index: self._inputs(index, batches),
             step * accumulation,
             self.device,
-            enabled=self._overlap(),
+            enabled=makes_ahead(config.run.pipeline, self.device),
         )
         self.step_module.train()
         stopped_by: str | None = None
@@ -367,11 +367,6 @@ class Trainer:
                     read_metrics(self.output / "metrics.jsonl"), self.output / "loss.png"
                 )
         return TrainResult(step, total, stopped_by, self.checkpoint_path)
-
-    def _overlap(self) -> bool:
-        """Whether inputs are made one step ahead (``run.pipeline``)."""
-        setting = self.config.run.pipeline
-        return setting == "ahead" or (setting == "auto" and self.device.type == "cuda")
 
     def _inputs(
         self, index: int, batches: Iterator[CanvasBatch]
