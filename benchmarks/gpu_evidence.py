@@ -68,11 +68,11 @@ CHEAPER = [
 """The cheaper settings of the patch loss, as ``--variant`` rows."""
 
 KERNEL_ROWS = [
-    "kernel_torch:loss.kernel=torch",
+    "kernel_triton:loss.kernel=triton",
     "kernel_chunked:loss.kernel=chunked",
 ]
-"""The ``patch`` row with each other ``loss.kernel`` (the ``patch`` row itself uses ``auto``:
-``triton`` on CUDA where Triton imports), as ``--variant`` rows."""
+"""The ``patch`` row with each other ``loss.kernel`` (the ``patch`` row itself uses ``auto``,
+:func:`patchdino.losses.kernel.resolve_kernel`), as ``--variant`` rows."""
 
 QUALITY_VARIANTS = ("dino", "grid", "nearest")
 QUALITY_SEEDS = (0, 1, 2)
@@ -286,9 +286,12 @@ def _kill_group(process: subprocess.Popen[Any]) -> None:
         process.wait()
 
 
-def child_env(threads: int | None = None) -> dict[str, str]:
-    """The environment of every subprocess: this source tree first on the import path."""
+def child_env(threads: int | None = None, cpu: bool = False) -> dict[str, str]:
+    """The environment of every subprocess: this source tree first on the import path; on a
+    CPU (``cpu``: a dry run) Triton kernels run in Triton's interpreter."""
     env = dict(os.environ)
+    if cpu:
+        env["TRITON_INTERPRET"] = "1"
     paths = [str(ROOT / "src"), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
@@ -436,7 +439,10 @@ def stage_throughput(ctx: Context) -> dict[str, Any]:
         share = shares[name] / sum(shares[n] for n in commands)
         timeout = min(left, 0.85 * share * ctx.budget("throughput") + 0.1 * left)
         runs[name] = run_command(
-            [*command, "--json", str(path)], timeout, ctx.work / f"bench_{name}.log", child_env()
+            [*command, "--json", str(path)],
+            timeout,
+            ctx.work / f"bench_{name}.log",
+            child_env(cpu=ctx.device == "cpu"),
         )
         if path.exists():
             data = json.loads(path.read_text())

@@ -195,7 +195,7 @@ def test_dry_run_runs_every_stage_on_the_cpu(kit: ModuleType, tmp_path: Path) ->
     assert set(tables["k65536"]) == {
         "cls",
         "patch",
-        "kernel_torch",
+        "kernel_triton",
         "kernel_chunked",
         "pairs16",
         "pairs8",

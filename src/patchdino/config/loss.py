@@ -148,9 +148,9 @@ class LossConfig(Section):
     warmup_teacher_temp_epochs: int = 0
     """Epochs of the linear teacher-temperature warm-up (0: none)."""
     kernel: LossKernel = "auto"
-    """auto: triton on CUDA where Triton imports, else torch | torch: the factored form in
-    PyTorch | chunked: the K-wide-targets form | triton: fused CUDA kernels. All compute the
-    same loss; they differ in speed and memory."""
+    """auto (torch; see patchdino.losses.kernel) | torch: the factored form in PyTorch |
+    chunked: the K-wide-targets form | triton: fused kernels (CUDA). All compute the same
+    loss; they differ in speed and memory."""
 
     @property
     def patch_loss(self) -> bool:

@@ -10,7 +10,9 @@ memory:
   (:mod:`patchdino.losses.cross_entropy`); the form the factored one is tested against.
 - ``"triton"``: the factored form in fused Triton kernels (:mod:`patchdino.losses.triton_distill`)
   that never write a ``K``-wide row to memory; CUDA (or Triton's interpreter, for tests).
-- ``"auto"``: ``"triton"`` on a CUDA device where Triton imports, else ``"torch"``.
+- ``"auto"``: ``"torch"``, until the compiled Triton kernels have passed the CUDA tests and
+  the GPU bench (docs/performance.md); then ``"triton"`` on a CUDA device where Triton
+  imports (:data:`TRITON_FOR_AUTO`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from patchdino.config.schema import Config
 
 KERNELS: tuple[str, ...] = literal_values(LossKernel) or ()
 """``loss.kernel`` values."""
+
+TRITON_FOR_AUTO = False
+"""Whether ``auto`` picks ``triton`` on CUDA. False while the kernels are verified only in
+Triton's CPU interpreter: a CUDA run then gets the factored form in PyTorch, whose operations
+are those of the GPU-tested chunked form."""
 
 
 @functools.cache
@@ -69,7 +76,7 @@ def resolve_kernel(kernel: str, device: torch.device | str) -> str:
     if kernel != "auto":
         return kernel
     on_cuda = torch.device(device).type == "cuda"
-    return "triton" if on_cuda and triton_importable() else "torch"
+    return "triton" if TRITON_FOR_AUTO and on_cuda and triton_importable() else "torch"
 
 
 def config_problems(config: Config) -> list[str]:

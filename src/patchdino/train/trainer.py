@@ -409,8 +409,10 @@ class Trainer:
                 accumulation=accumulation,
                 sync=micro == accumulation - 1,
             )
-            for key, value in out.scalars().items():
-                totals[key] = totals.get(key, 0.0) + float(value) / accumulation
+            scalars = out.scalars()
+            numbers = torch.stack([v.detach().to(torch.float64) for v in scalars.values()])
+            for key, value in zip(scalars, numbers.tolist()):  # one host sync for all
+                totals[key] = totals.get(key, 0.0) + value / accumulation
         loss = distributed.mean_across_ranks({"loss": totals["loss"]}, self.device)["loss"]
         grad_norm = math.nan
         if math.isfinite(loss):
