@@ -64,11 +64,25 @@ def init_distributed(device: torch.device) -> DistributedContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            dist.init_process_group(backend, device_id=device)
-        else:
-            dist.init_process_group(backend)
+        options: dict[str, object] = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(
+            backend, store=_attempt_store(rank, world), rank=rank, world_size=world, **options
+        )
     return DistributedContext(rank, world, local_rank, str(dist.get_backend()))
+
+
+def _attempt_store(rank: int, world: int) -> dist.Store:
+    """The job's key-value store (``env://``: torchrun's), its keys prefixed by the attempt.
+
+    After ``torchrun --max-restarts`` restarts a worker group, the store can still hold the
+    keys the previous attempt's processes wrote, among them the addresses at which gloo
+    listened; a new process that reads one of those connects to a dead peer ("Connection
+    refused") and the restart fails. Keys under ``attempt_<TORCHELASTIC_RESTART_COUNT>/`` are
+    written anew by every attempt.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank, world))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"patchdino/attempt_{attempt}/", store)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
