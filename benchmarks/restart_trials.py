@@ -143,8 +143,11 @@ def teacher(run: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["model"].items() if k.startswith("teacher")}
 
 
-def trial(data: Path, run: Path, total: int, kill: str, log: Path) -> dict[str, Any]:
-    """One run, killed at ``kill`` (``step:N``, ``save`` or ``none``)."""
+def trial(
+    data: Path, run: Path, total: int, kill: str, log: Path, limit: float = 240.0
+) -> dict[str, Any]:
+    """One run, killed at ``kill`` (``step:N``, ``save`` or ``none``); a run still going
+    after ``limit`` seconds (a hung restart) is killed and reported as ``timeout``."""
     started = time.time()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -158,7 +161,7 @@ def trial(data: Path, run: Path, total: int, kill: str, log: Path) -> dict[str, 
         killed = False
         if kill != "none":
             wanted = int(kill.split(":")[1]) if kill.startswith("step:") else None
-            while process.poll() is None and time.time() - started < 600:
+            while process.poll() is None and time.time() - started < limit:
                 records = logged(run)
                 if wanted is not None and records and records[-1]["step"] >= wanted:
                     break
@@ -170,7 +173,7 @@ def trial(data: Path, run: Path, total: int, kill: str, log: Path) -> dict[str, 
                 os.kill(victims[0], signal.SIGKILL)
                 killed = True
         try:
-            code: int | str = process.wait(timeout=900)
+            code: int | str = process.wait(timeout=max(1.0, limit - (time.time() - started)))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             code = "timeout"
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--steps", type=int, default=30, help="optimiser steps per run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill points")
+    parser.add_argument("--limit", type=float, default=240.0, help="seconds per trial")
     parser.add_argument("--work", type=Path, default=Path("runs/restart_trials"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         kill = kills[number % len(kills)]
         run = work / f"trial_{number:02d}" / "run"
         run.parent.mkdir(parents=True, exist_ok=True)
-        result = trial(data, run, args.steps, kill, run.parent / "log.txt")
+        result = trial(data, run, args.steps, kill, run.parent / "log.txt", args.limit)
         exact = (
             result["returncode"] == 0
             and result["steps"] == list(range(1, args.steps + 1))

@@ -64,9 +64,12 @@ def init_distributed(device: torch.device) -> DistributedContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        options: dict[str, object] = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(
-            backend, store=_attempt_store(rank, world), rank=rank, world_size=world, **options
+            backend,
+            store=_attempt_store(rank, world),
+            rank=rank,
+            world_size=world,
+            device_id=device if device.type == "cuda" else None,
         )
     return DistributedContext(rank, world, local_rank, str(dist.get_backend()))
 
