@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "error_text": set(),
     "precision": {"config"},
-    "checkpoint": set(),
+    "checkpoint": {"errors"},
     "data": {"config", "errors", "error_text"},
     "matching": {"config", "data"},
     "models": {"config"},

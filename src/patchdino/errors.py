@@ -1,4 +1,4 @@
-"""The library's error type for input the user can fix."""
+"""The library's error types: input the user can fix, and checkpoints that cannot be used."""
 
 from __future__ import annotations
 
@@ -10,3 +10,7 @@ class InputError(ValueError):
     it as one line and exits with code 2; every other exception keeps its traceback. A
     :class:`ValueError`, so code that catches ValueError still catches it.
     """
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message says why (one line, exit 2)."""

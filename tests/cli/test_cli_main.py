@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,18 @@ def test_pretrain_with_overrides_after_flags_runs(
     assert main([*argv, "optim.epochs=3"]) == 2
     (config,) = seen
     assert config.run.save_every == 100 and config.optim.epochs == 3  # type: ignore[attr-defined]
+
+
+def test_help_of_every_command_imports_no_torch() -> None:
+    """``--help`` builds every command's options without the heavy modules: it is instant."""
+    script = (
+        "import contextlib, io, sys\n"
+        "from patchdino.cli.main import COMMANDS, main\n"
+        "for command in [None, *COMMANDS]:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(['--help'] if command is None else [command, '--help'])\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'timm') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

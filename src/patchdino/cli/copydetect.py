@@ -20,7 +20,7 @@ from patchdino.cli.retrieval_options import add_model_options, check_descriptor,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from patchdino.eval.copies import CopySettings
+    from patchdino.eval.options import CopySettings
 
     parser.add_argument(
         "--make-queries",

@@ -141,7 +141,7 @@ def check_positive(**values: int | None) -> None:
 
 def check_pool(pool: str) -> None:
     """Raise a UsageError unless ``--pool`` names a token pooling."""
-    from patchdino.eval.features import POOLS
+    from patchdino.eval.options import POOLS
 
     if pool not in POOLS:
         raise UsageError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")

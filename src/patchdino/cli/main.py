@@ -99,9 +99,8 @@ def parse_arguments(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    from patchdino.checkpoint import CheckpointError
     from patchdino.cli.errors import UsageError
-    from patchdino.errors import InputError
+    from patchdino.errors import CheckpointError, InputError
 
     args = parse_arguments(build_parser(), argv)
     module = importlib.import_module(f"patchdino.cli.{args.command}")

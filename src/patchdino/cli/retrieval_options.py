@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Weights, architecture, image size, extraction and the descriptor."""
-    from patchdino.eval.descriptors import DESCRIPTORS, GEM_POWER
+    from patchdino.eval.options import DESCRIPTORS, GEM_POWER
 
     add_network_arguments(parser, required=False)
     add_bad_image_argument(parser)
@@ -54,7 +54,7 @@ def require(args: argparse.Namespace, mode: str, *options: str) -> None:
 
 def check_descriptor(args: argparse.Namespace) -> None:
     """Refuse an unknown ``--descriptor`` or a GeM power that is not positive."""
-    from patchdino.eval.descriptors import DESCRIPTORS
+    from patchdino.eval.options import DESCRIPTORS
 
     if args.descriptor not in DESCRIPTORS:
         raise UsageError(f"--descriptor must be one of {', '.join(DESCRIPTORS)}")

@@ -22,7 +22,7 @@ FASHION_TRAIN_IMAGES = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from patchdino.eval.segmentation import SEGMENTATION_EVAL_MODES
+    from patchdino.eval.options import SEGMENTATION_EVAL_MODES
 
     parser.add_argument(
         "--data", required=True, help="Pascal VOC or ADE20K root, or a Fashion-MNIST IDX folder"

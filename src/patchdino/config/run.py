@@ -37,6 +37,9 @@ class RunConfig(Section):
     """Total optimiser steps; None runs ``optim.epochs`` epochs."""
     save_every: int = 1000
     """Optimiser steps between checkpoints (and at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in the run folder, the newest (checkpoint.pt) included; older ones
+    are checkpoint-step<N>.pt. Each is verified against its recorded SHA-256 on load."""
     log_every: int = 1
     """Optimiser steps between metrics records (metrics.jsonl, TensorBoard)."""
     compile: bool = False
@@ -52,7 +55,11 @@ class RunConfig(Section):
 
     def rules(self, prefix: str) -> list[str]:
         problems = positive_problems(
-            {f"{prefix}save_every": self.save_every, f"{prefix}log_every": self.log_every}
+            {
+                f"{prefix}save_every": self.save_every,
+                f"{prefix}log_every": self.log_every,
+                f"{prefix}keep_checkpoints": self.keep_checkpoints,
+            }
         )
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append(f"{prefix}max_steps must be > 0, got {self.max_steps}")

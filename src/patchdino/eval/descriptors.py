@@ -21,12 +21,8 @@ from torch import Tensor, nn
 
 from patchdino.data.datasets import CanvasDataset
 from patchdino.error_text import first_line
+from patchdino.eval.options import DESCRIPTORS, GEM_POWER
 from patchdino.eval.pipeline import EvalSetup, EvalSetupError, Extraction
-
-DESCRIPTORS = ("cls", "gem", "both")
-"""CLS token, GeM-pooled patch tokens, or both concatenated (CLS first)."""
-GEM_POWER = 4.0
-"""Exponent of the generalised mean (DINO's copy-detection setting)."""
 
 
 def gem(tokens: Tensor, power: float = GEM_POWER, eps: float = 1e-6) -> Tensor:

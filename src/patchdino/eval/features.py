@@ -14,9 +14,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from patchdino.eval.options import POOLS
 from patchdino.precision import autocast_for
-
-POOLS = ("cls", "mean", "both")
 
 
 def token_features(tokens: Tensor, pool: str = "cls", num_prefix_tokens: int = 1) -> Tensor:

@@ -32,6 +32,7 @@ from patchdino.eval.eval_data import (
     resize_shorter_side,
     subset_indices,
 )
+from patchdino.eval.options import SEGMENTATION_EVAL_MODES
 from patchdino.eval.segmentation_data import IGNORE, SegmentationDataset
 from patchdino.eval.segmentation_metrics import (
     SegmentationScores,
@@ -41,7 +42,6 @@ from patchdino.eval.segmentation_metrics import (
 from patchdino.models import Backbone
 from patchdino.precision import autocast_for
 
-SEGMENTATION_EVAL_MODES = ("slide", "resize")
 T = TypeVar("T")
 
 

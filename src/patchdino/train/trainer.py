@@ -243,7 +243,12 @@ class Trainer:
 
     def _save(self, step: int, skipped: int) -> None:
         if self.ctx.is_main:
-            save_checkpoint(self._state(step, skipped), self.checkpoint_path)
+            save_checkpoint(
+                self._state(step, skipped),
+                self.checkpoint_path,
+                step=step,
+                keep=self.config.run.keep_checkpoints,
+            )
         distributed.barrier()
         self.saved_step = step
 
