@@ -176,6 +176,7 @@ def trial(
             code: int | str = process.wait(timeout=max(1.0, limit - (time.time() - started)))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             code = "timeout"
     time.sleep(1.0)
     left = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)

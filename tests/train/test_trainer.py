@@ -248,3 +248,26 @@ def test_cuda_run_in_bf16_resumes_close_to_the_uninterrupted_run(
         assert got == pytest.approx(expected, rel=1e-3)
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["step"] == 4 and state["config"]["run"]["device"] == "cuda"
+
+
+def test_a_rerun_says_where_it_resumes_and_what_changed_and_keeps_a_history(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    out = tmp_path / "run"
+    with single_thread():
+        assert run_cli(cli_args(data, out, 2)) == 0
+        assert "resuming" not in capsys.readouterr().err  # a fresh start says nothing
+        assert run_cli(cli_args(data, out, 3, "optim.lr=0.001")) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"resuming from step 2 of 3 ({out / 'checkpoint.pt'})" in err
+    assert (
+        "warning: settings changed since step 2: optim.lr 0.0005 -> 0.001, run.max_steps 2 -> 3"
+        in err
+    )
+    history = [json.loads(line) for line in (out / "config_history.jsonl").read_text().splitlines()]
+    assert [h["started_at_step"] for h in history] == [0, 2]
+    assert history[0]["changed"] == {}
+    assert history[1]["changed"]["optim.lr"] == {"was": 0.0005, "now": 0.001}
+    assert history[1]["config"]["optim"]["lr"] == 0.001

@@ -105,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.output)
     checks = [backbone.config_problems, kernel.config_problems]
     config = load_config(args.config, overrides_from_args(args), checks=checks)
-    trainer = Trainer(config, args.output, progress=not args.no_progress)
+    trainer = Trainer(
+        config,
+        args.output,
+        progress=not args.no_progress,
+        notes=lambda line: print(line, file=sys.stderr),
+    )
     from patchdino.train.distributed import shutdown
 
     if trainer.ctx.is_main and trainer.ctx.backend is not None:

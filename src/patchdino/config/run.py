@@ -37,6 +37,10 @@ class RunConfig(Section):
     """Total optimiser steps; None runs ``optim.epochs`` epochs."""
     save_every: int = 1000
     """Optimiser steps between checkpoints (and at the end)."""
+    dist_timeout: float = 600.0
+    """Seconds a process waits for the others in a collective (gradient all-reduce, barrier)
+    before it stops the run: a hung or dead process then ends the job instead of holding it
+    forever. Only under torchrun."""
     keep_checkpoints: int = 2
     """Checkpoints kept in the run folder, the newest (checkpoint.pt) included; older ones
     are checkpoint-step<N>.pt. Each is verified against its recorded SHA-256 on load."""
@@ -59,6 +63,7 @@ class RunConfig(Section):
                 f"{prefix}save_every": self.save_every,
                 f"{prefix}log_every": self.log_every,
                 f"{prefix}keep_checkpoints": self.keep_checkpoints,
+                f"{prefix}dist_timeout": self.dist_timeout,
             }
         )
         if self.max_steps is not None and self.max_steps <= 0:

@@ -8,8 +8,10 @@ group is initialised, so a plain process never communicates.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -44,11 +46,13 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(device: torch.device) -> DistributedContext:
+def init_distributed(device: torch.device, timeout: float = 600.0) -> DistributedContext:
     """Join the process group when launched by torchrun; otherwise a single-process context.
 
     Args:
         device: this process's device; CUDA selects NCCL, CPU gloo.
+        timeout: seconds a collective waits for the other processes before it fails
+            (``run.dist_timeout``; :func:`peer_failure` names such a failure).
 
     Raises:
         InputError: launched by torchrun, but this PyTorch has no torch.distributed.
@@ -70,6 +74,7 @@ def init_distributed(device: torch.device) -> DistributedContext:
             rank=rank,
             world_size=world,
             device_id=device if device.type == "cuda" else None,
+            timeout=datetime.timedelta(seconds=timeout),
         )
     return DistributedContext(rank, world, local_rank, str(dist.get_backend()))
 
@@ -173,3 +178,16 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+_COLLECTIVE = re.compile(r"gloo|nccl|collective|for (recv|send) operation", re.IGNORECASE)
+_PEER_GONE = re.compile(r"timed out|timeout|closed|reset by peer|refused|abort", re.IGNORECASE)
+
+
+def peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another process of the job did not
+    take part (hung past ``run.dist_timeout``, or dead); only under an initialised group."""
+    if not (dist.is_available() and dist.is_initialized()) or not isinstance(err, RuntimeError):
+        return False
+    text = str(err)
+    return bool(_COLLECTIVE.search(text) and _PEER_GONE.search(text))

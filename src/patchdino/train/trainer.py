@@ -16,10 +16,11 @@ repeats the uninterrupted run's steps exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -99,15 +100,25 @@ class Trainer:
             images than one optimiser step needs.
     """
 
-    def __init__(self, config: Config, output: Path, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        output: Path,
+        progress: bool = True,
+        notes: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.output = Path(output)
         self.progress = progress
+        self.notes = notes
+        """Gets one-line notes for the user on the main process (where a run resumes, the
+        settings that changed since its checkpoint); None keeps the library quiet."""
+        self._saved_config: dict[str, Any] | None = None
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = distributed.resolve_device(config.run.device, local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.ctx = distributed.init_distributed(self.device)
+        self.ctx = distributed.init_distributed(self.device, config.run.dist_timeout)
         if config.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
         self._prepare_data()
@@ -233,6 +244,7 @@ class Trainer:
             ) from err
         step = int(state["step"])
         self.saved_step = step
+        self._saved_config = state["config"]
         micro = resume_position(
             int(state["samples_seen"]),
             int(state["config"]["optim"]["batch_size"]) * int(state["world_size"]),
@@ -285,6 +297,13 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             # The kind actually read, not "auto", so that the file says what was trained on.
             saved = replace(config, data=replace(config.data, kind=self.kind))  # type: ignore[arg-type]
+            changes = _changes(self._saved_config or config.to_dict(), config.to_dict())
+            if self.notes is not None and step > 0:
+                self.notes(f"resuming from step {step} of {total} ({self.checkpoint_path})")
+                if changes:
+                    listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+                    self.notes(f"warning: settings changed since step {step}: {listed}")
+            _record_history(self.output / "config_history.jsonl", step, changes, saved)
             (self.output / "config.yaml").write_text(saved.to_yaml())
             writer = MetricsWriter(self.output / "metrics.jsonl", resume_step=step)
             tensorboard = _tensorboard(self.output / "tensorboard", purge_step=step + 1)
@@ -350,6 +369,13 @@ class Trainer:
             interrupted = True  # a second Ctrl-C: stop at once, drawing nothing
             raise
         except RuntimeError as err:
+            if distributed.peer_failure(err):
+                raise TrainingError(
+                    f"rank {ctx.rank}: another process of the job did not answer within "
+                    f"run.dist_timeout={config.run.dist_timeout:g} s during step {step + 1} "
+                    f"(hung or dead); stopped without saving it ({self.checkpoint_note()}); "
+                    "rerun to resume (torchrun --max-restarts restarts the group itself)"
+                ) from err
             failure = worker_failure(err)
             if failure is None:
                 raise
@@ -445,6 +471,28 @@ def _agree(signal_name: str | None, device: torch.device) -> str | None:
     if flag <= 0:
         return None
     return signal_name or "SIGTERM"
+
+
+def _changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, value now)}`` of every key whose value differs."""
+    before, after = flatten_tree(saved), flatten_tree(now)
+    keys = sorted(set(before) | set(after))
+    return {k: (before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)}
+
+
+def _record_history(
+    path: Path, step: int, changes: dict[str, tuple[Any, Any]], config: Config
+) -> None:
+    """Append one line to the run's config history: this start's step, what changed since
+    the checkpoint it resumed from, and the whole configuration it runs with."""
+    record = {
+        "started_at_step": step,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "changed": {k: {"was": old, "now": new} for k, (old, new) in changes.items()},
+        "config": config.to_dict(),
+    }
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
 
 
 def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
