@@ -109,7 +109,7 @@ def test_pretrain_with_overrides_after_flags_runs(
 ) -> None:
     seen: list[object] = []
 
-    def record(config: object, output: Path, progress: bool = True) -> None:
+    def record(config: object, output: Path, progress: bool = True, notes: object = None) -> None:
         seen.append(config)
         raise InputError("stop here")
 

@@ -167,7 +167,15 @@ def test_torchrun_two_processes_write_once(two_rank_run: tuple[Path, Path]) -> N
     _, output = two_rank_run
     assert steps(output) == [1, 2, 3]
     names = sorted(p.name for p in output.iterdir())
-    assert names == ["checkpoint.pt", "config.yaml", "loss.png", "metrics.jsonl", "tensorboard"]
+    assert names == [
+        "checkpoint.pt",
+        "checkpoints.json",
+        "config.yaml",
+        "config_history.jsonl",
+        "loss.png",
+        "metrics.jsonl",
+        "tensorboard",
+    ]
     assert len(list((output / "tensorboard").iterdir())) == 1
     state = load_checkpoint(output / "checkpoint.pt")
     assert (state["step"], state["world_size"], state["samples_seen"]) == (3, 2, 3 * 16)

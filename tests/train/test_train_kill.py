@@ -63,9 +63,14 @@ def test_sigkill_mid_run_then_rerun_logs_each_step_once_and_matches(
     assert [s for s, _ in shown] == list(range(1, TOTAL + 1))
     assert [v for _, v in shown] == pytest.approx(losses(uninterrupted))
     assert load_checkpoint(out / "checkpoint.pt")["step"] == TOTAL
-    assert sorted(p.name for p in out.iterdir()) == [
+    names = sorted(p.name for p in out.iterdir())
+    kept = [n for n in names if n.startswith("checkpoint-step")]  # run.keep_checkpoints=2
+    assert len(kept) == 1 and load_checkpoint(out / kept[0])["step"] < TOTAL
+    assert [n for n in names if n not in kept] == [  # no temporary file of the killed save
         "checkpoint.pt",
+        "checkpoints.json",
         "config.yaml",
+        "config_history.jsonl",
         "loss.png",
         "metrics.jsonl",
         "tensorboard",

@@ -51,8 +51,8 @@ def record_saves(monkeypatch: pytest.MonkeyPatch) -> dict[int, str]:
     saves: dict[int, str] = {}
     original = trainer_module.save_checkpoint
 
-    def save(state: dict[str, Any], path: Path) -> None:
-        original(state, path)
+    def save(state: dict[str, Any], path: Path, **options: Any) -> None:
+        original(state, path, **options)
         saves[state["step"]] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", save)
