@@ -27,6 +27,8 @@ its bf16 ``tl.dot`` is wrong, so test fp32 or fp16 there).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -217,32 +219,7 @@ def softmax_rows(
     out = torch.empty(num_rows, dim, dtype=torch.float32, device=queries.device)
     if num_rows == 0:
         return lse, out
-    block_m, block_k, block_d, warps = _blocks(dim)
-    block_m, block_k = blocks or (block_m, block_k)
-    table, table_rows = _bias(bias, queries)
-    _row_kernel[(triton.cdiv(num_rows, block_m),)](
-        queries,
-        keys,
-        values,
-        table,
-        table_rows,
-        lse,
-        out,
-        num_rows,
-        keys.shape[0],
-        dim,
-        scale,
-        queries.stride(0),
-        keys.stride(0),
-        values.stride(0),
-        table.stride(0),
-        out.stride(0),
-        has_bias=bias is not None,
-        block_m=block_m,
-        block_k=block_k,
-        block_d=block_d,
-        num_warps=warps,
-    )
+    _launch(_row_kernel, False, queries, keys, values, lse, out, scale, bias, blocks)
     return lse, out
 
 
@@ -272,16 +249,38 @@ def softmax_columns(
     out = torch.zeros(keys.shape[0], dim, dtype=torch.float32, device=queries.device)
     if num_rows == 0:
         return out
+    _launch(
+        _column_kernel, True, queries, keys, row_grads, lse.contiguous(), out, scale, bias, blocks
+    )
+    return out
+
+
+def _launch(
+    kernel: Any,
+    over_keys: bool,
+    queries: Tensor,
+    keys: Tensor,
+    third: Tensor,
+    lse: Tensor,
+    out: Tensor,
+    scale: float,
+    bias: tuple[Tensor, Tensor] | None,
+    blocks: tuple[int, int] | None,
+) -> None:
+    """Run ``kernel`` (both take the same arguments): one program per block of rows, or per
+    tile of keys (``over_keys``); ``third`` is ``V`` or ``G``."""
+    num_rows, dim = queries.shape
     block_m, block_k, block_d, warps = _blocks(dim)
     block_m, block_k = blocks or (block_m, block_k)
     table, table_rows = _bias(bias, queries)
-    _column_kernel[(triton.cdiv(keys.shape[0], block_k),)](
+    grid = (triton.cdiv(keys.shape[0], block_k) if over_keys else triton.cdiv(num_rows, block_m),)
+    kernel[grid](
         queries,
         keys,
-        row_grads,
+        third,
         table,
         table_rows,
-        lse.contiguous(),
+        lse,
         out,
         num_rows,
         keys.shape[0],
@@ -289,7 +288,7 @@ def softmax_columns(
         scale,
         queries.stride(0),
         keys.stride(0),
-        row_grads.stride(0),
+        third.stride(0),
         table.stride(0),
         out.stride(0),
         has_bias=bias is not None,
@@ -298,7 +297,6 @@ def softmax_columns(
         block_d=block_d,
         num_warps=warps,
     )
-    return out
 
 
 def _bias(bias: tuple[Tensor, Tensor] | None, queries: Tensor) -> tuple[Tensor, Tensor]:
