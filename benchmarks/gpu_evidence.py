@@ -1,7 +1,7 @@
 """GPU evidence in one command: CUDA correctness, training throughput and the quality question.
 
 One short GPU window must produce every number the project publishes about GPUs, so this
-script runs three stages one after another, each with its own time budget, in subprocesses
+script runs its stages one after another, each with its own time budget, in subprocesses
 (a stage that crashes or runs out of time cannot take the others down), and rewrites
 ``evidence.json`` and ``evidence.md`` under ``--output`` after every stage, so that a run killed
 from outside still leaves what it finished.
@@ -17,6 +17,9 @@ from outside still leaves what it finished.
 3. ``quality``: Fashion-MNIST pretraining of ``dino``, ``grid`` and ``nearest`` with 3 seeds,
    one process per run, all at once (the tiny ViT leaves the GPU mostly idle); k-NN curves,
    final k-NN and linear probe (``benchmarks/quality.py``).
+4. ``restarts``: on two or more GPUs, ``benchmarks/restart_trials.py`` with NCCL (one process
+   per GPU, one killed, ``torchrun --max-restarts`` restarts the group); skipped with a note
+   on one GPU.
 
 Usage (from the repository root, without installing: ``PYTHONPATH=src``)::
 
@@ -634,14 +637,46 @@ def stage_quality(ctx: Context) -> dict[str, Any]:
     return result
 
 
+def gpu_count() -> int:
+    """CUDA devices visible to a child process (0 when torch or CUDA is missing)."""
+    probe = [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"]
+    done = subprocess.run(probe, capture_output=True, text=True, env=child_env(), timeout=120)
+    try:
+        return int(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return 0
+
+
+def stage_restarts(ctx: Context) -> dict[str, Any]:
+    """``benchmarks/restart_trials.py`` with NCCL: one process per GPU, one killed, torchrun
+    restarts the group; needs at least two GPUs (skipped, with a note, on one)."""
+    gpus = 0 if ctx.dry_run else gpu_count()
+    if gpus < 2:
+        why = "a CPU dry run" if ctx.dry_run else f"{gpus} GPU(s) on this machine"
+        return {"status": "skipped", "note": f"needs two GPUs, one per process; {why}"}
+    path = ctx.work / "restarts.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "restart_trials.py")]
+    command += ["--device", "cuda", "--nproc", str(gpus), "--trials", "2", "--steps", "20"]
+    command += ["--limit", "120", "--work", str(ctx.work / "restarts"), "--json", str(path)]
+    run = run_command(command, ctx.budget("restarts"), ctx.work / "restarts.log", child_env())
+    result: dict[str, Any] = {"run": run, "gpus": gpus}
+    if path.exists():
+        summary = json.loads(path.read_text())
+        result.update({k: summary[k] for k in ("trials", "recovered", "exact", "orphans")})
+    result["status"] = "ok" if result.get("recovered") == result.get("trials", -1) else "failed"
+    return result
+
+
 STAGES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "correctness": stage_correctness,
     "throughput": stage_throughput,
     "quality": stage_quality,
+    "restarts": stage_restarts,
 }
-BUDGETS = {"correctness": 90.0, "throughput": 210.0, "quality": 160.0}
-"""Seconds per stage on one H200 or H100: 7.7 minutes in all, with the environment probe."""
-DRY_BUDGETS = {"correctness": math.inf, "throughput": math.inf, "quality": math.inf}
+BUDGETS = {"correctness": 90.0, "throughput": 210.0, "quality": 160.0, "restarts": 90.0}
+"""Seconds per stage on one H200 or H100: 7.7 minutes in all, with the environment probe
+(``restarts`` only runs on two or more GPUs)."""
+DRY_BUDGETS = {s: math.inf for s in BUDGETS}
 """The dry run checks what the kit does on the CPU, not how fast this machine is: no budget."""
 
 
@@ -676,7 +711,23 @@ def render_markdown(evidence: dict[str, Any]) -> str:
     lines += correctness_markdown(evidence.get("correctness"))
     lines += throughput_markdown(evidence.get("throughput"))
     lines += quality_markdown(evidence.get("quality"))
+    lines += restarts_markdown(evidence.get("restarts"))
     return "\n".join(lines) + "\n"
+
+
+def restarts_markdown(result: dict[str, Any] | None) -> list[str]:
+    """The NCCL kill-and-restart trials, or why they did not run."""
+    lines = ["## Restarts (NCCL, `benchmarks/restart_trials.py`)", ""]
+    if not result:
+        return [*lines, "not run", ""]
+    if result.get("status") == "skipped":
+        return [*lines, f"skipped: {result.get('note')}", ""]
+    lines.append(
+        f"{result.get('recovered', 0)} of {result.get('trials', 0)} trials recovered "
+        f"({result.get('exact', 0)} bit-exact), {result.get('orphans', 0)} left processes, "
+        f"{result.get('gpus')} GPUs; status {result.get('status')}."
+    )
+    return [*lines, ""]
 
 
 def machine_line(evidence: dict[str, Any]) -> str:
@@ -1052,7 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = " ".join(["python", "benchmarks/gpu_evidence.py", *(argv or sys.argv[1:])])
     evidence = collect(ctx, stages, command)
-    bad = [s["stage"] for s in evidence["stages"] if s["status"] != "ok"]
+    bad = [s["stage"] for s in evidence["stages"] if s["status"] not in ("ok", "skipped")]
     print(f"[gpu-evidence] wrote {args.output / 'evidence.json'}; not ok: {bad or 'none'}")
     return 1 if bad else 0
 

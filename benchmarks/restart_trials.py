@@ -1,13 +1,16 @@
-"""Kill one rank of a two-process gloo run under ``torchrun --max-restarts``; does it recover?
+"""Kill one rank of a run under ``torchrun --max-restarts``; does it recover?
 
-Each trial starts ``torchrun --nnodes 1 --nproc_per_node 2 --max-restarts 1`` with the c10d
+Each trial starts ``torchrun --nnodes 1 --nproc_per_node 2 --max-restarts 1`` (gloo on the
+CPU; ``--device cuda --nproc N``: NCCL, one GPU per process) with the c10d
 rendezvous on a free local port, a tiny ViT on generated Fashion-MNIST-like IDX files, and
-``--save-every 5``; at a kill point it sends SIGKILL to the local-rank-1 worker. Kill points:
+``--save-every 5``; at a kill point it sends SIGKILL to the last local rank's worker. Kill
+points:
 
 - ``step:N``: once the run has logged step ``N`` (before the first checkpoint for ``N < 5``);
 - ``save``: while a checkpoint is being written (its temporary file exists).
 
-A trial *recovers exactly* when torchrun exits 0, every step 1..total is logged, the logged
+A trial *recovers* when torchrun exits 0 and every step 1..total is logged once; it recovers
+*exactly* when, moreover, the logged
 losses of every step equal those of an uninterrupted two-process run, and the final
 checkpoint's teacher weights equal the uninterrupted run's bit for bit. Afterwards no process
 of the trial may be left alive.
@@ -47,9 +50,8 @@ TINY = [
     "views.num_local=2",
     "optim.batch_size=4",
     "data.num_workers=0",
-    "run.device=cpu",
 ]
-"""The tiny configuration of every trial."""
+"""The tiny configuration of every trial (``run.device`` is added)."""
 
 
 def write_idx(root: Path, num_train: int = 64) -> Path:
@@ -100,7 +102,9 @@ def local_rank(pid: int) -> int | None:
     return None
 
 
-def torchrun(data: Path, run: Path, total: int) -> list[str]:
+def torchrun(data: Path, run: Path, total: int, device: str = "cpu", nproc: int = 2) -> list[str]:
+    """The trial's command: ``nproc`` processes on ``device`` (gloo on the CPU, NCCL on CUDA:
+    one GPU per process)."""
     return [
         sys.executable,
         "-m",
@@ -108,7 +112,7 @@ def torchrun(data: Path, run: Path, total: int) -> list[str]:
         "--nnodes",
         "1",
         "--nproc_per_node",
-        "2",
+        str(nproc),
         "--max-restarts",
         "1",
         "--rdzv-backend",
@@ -128,6 +132,7 @@ def torchrun(data: Path, run: Path, total: int) -> list[str]:
         "5",
         "--no-progress",
         *TINY,
+        f"run.device={device}",
     ]
 
 
@@ -144,14 +149,22 @@ def teacher(run: Path) -> dict[str, torch.Tensor]:
 
 
 def trial(
-    data: Path, run: Path, total: int, kill: str, log: Path, limit: float = 240.0
+    data: Path,
+    run: Path,
+    total: int,
+    kill: str,
+    log: Path,
+    limit: float = 240.0,
+    device: str = "cpu",
+    nproc: int = 2,
 ) -> dict[str, Any]:
     """One run, killed at ``kill`` (``step:N``, ``save`` or ``none``); a run still going
-    after ``limit`` seconds (a hung restart) is killed and reported as ``timeout``."""
+    after ``limit`` seconds (a hung restart) is killed and reported as ``timeout``. The
+    process of the last local rank is the one killed."""
     started = time.time()
     with log.open("w") as out:
         process = subprocess.Popen(
-            torchrun(data, run, total),
+            torchrun(data, run, total, device, nproc),
             cwd=run.parent,
             env=environment(),
             stdout=out,
@@ -168,7 +181,7 @@ def trial(
                 if wanted is None and any(run.glob(".checkpoint.pt.*.tmp")):
                     break
                 time.sleep(0.005)
-            victims = [c for c in children(process.pid) if local_rank(c) == 1]
+            victims = [c for c in children(process.pid) if local_rank(c) == nproc - 1]
             if victims:
                 os.kill(victims[0], signal.SIGKILL)
                 killed = True
@@ -196,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="optimiser steps per run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill points")
     parser.add_argument("--limit", type=float, default=240.0, help="seconds per trial")
+    parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL)")
+    parser.add_argument("--nproc", type=int, default=2, help="processes (GPUs with cuda)")
     parser.add_argument("--work", type=Path, default=Path("runs/restart_trials"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -203,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     data = write_idx(work / "data")
     reference_run = work / "uninterrupted" / "run"
     reference_run.parent.mkdir(parents=True, exist_ok=True)
-    reference = trial(data, reference_run, args.steps, "none", reference_run.parent / "log.txt")
+    options = {"device": args.device, "nproc": args.nproc}
+    log = reference_run.parent / "log.txt"
+    reference = trial(data, reference_run, args.steps, "none", log, args.limit, **options)
     if reference["returncode"] != 0:
         print(f"the uninterrupted run failed: {reference}", file=sys.stderr)
         return 1
@@ -216,19 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         kill = kills[number % len(kills)]
         run = work / f"trial_{number:02d}" / "run"
         run.parent.mkdir(parents=True, exist_ok=True)
-        result = trial(data, run, args.steps, kill, run.parent / "log.txt", args.limit)
+        result = trial(data, run, args.steps, kill, run.parent / "log.txt", args.limit, **options)
+        recovered = result["returncode"] == 0 and result["steps"] == list(range(1, args.steps + 1))
         exact = (
-            result["returncode"] == 0
-            and result["steps"] == list(range(1, args.steps + 1))
+            recovered
             and [r["loss"] for r in logged(run)] == want_losses
             and all(torch.equal(v, want_teacher[k]) for k, v in teacher(run).items())
         )
-        result.update(exact=exact, log=str(run.parent / "log.txt"))
+        result.update(recovered=recovered, exact=exact, log=str(run.parent / "log.txt"))
         results.append(result)
         print(json.dumps(result), flush=True)
     summary = {
         "trials": len(results),
+        "recovered": sum(r["recovered"] for r in results),
         "exact": sum(r["exact"] for r in results),
+        "device": args.device,
+        "nproc": args.nproc,
         "killed": sum(r["killed"] for r in results),
         "orphans": sum(bool(r["orphans"]) for r in results),
         "torch": torch.__version__,

@@ -188,6 +188,7 @@ def test_dry_run_runs_every_stage_on_the_cpu(kit: ModuleType, tmp_path: Path) ->
         ("correctness", "ok"),
         ("throughput", "ok"),
         ("quality", "ok"),
+        ("restarts", "skipped"),  # needs two GPUs
     ], json.dumps(evidence, indent=1)[-6000:]
     assert code == 0
     assert evidence["correctness"]["tests"] > 0  # the CUDA tests were collected (and skipped)
@@ -209,6 +210,10 @@ def test_dry_run_runs_every_stage_on_the_cpu(kit: ModuleType, tmp_path: Path) ->
     assert evidence["throughput"]["profile"]["top"]
     assert set(evidence["quality"]["table"]) == {"dino", "grid", "nearest"}
     assert (output / "evidence.md").read_text().startswith("# GPU evidence")
+    assert (
+        "skipped: needs two GPUs, one per process; a CPU dry run"
+        in (output / "evidence.md").read_text()
+    )
     assert (output / "knn_curves.png").stat().st_size > 0
 
 
