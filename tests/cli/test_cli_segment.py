@@ -76,3 +76,22 @@ def test_missing_data(tmp_path: Path, config: Path, capsys: pytest.CaptureFixtur
     assert "does not exist" in capsys.readouterr().err
     assert _segment(tmp_path, config, tmp_path / "seg.json") == 2
     assert "not a segmentation data set" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_is_left_out_and_counted_or_stops_in_one_line(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_voc(tmp_path / "voc", {"train": [(20, 28), (24, 24)], "val": [(18, 30)]})
+    bad = sorted((data / "JPEGImages").glob("*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
+    output = tmp_path / "voc.json"
+    assert _segment(data, config, output, "--batch-size", "2") == 0
+    record = json.loads(output.read_text())
+    assert record["skipped"] == {"train": [str(bad)], "val": []}
+    assert record["num_train"] == 1
+    capsys.readouterr()
+    code = _segment(data, config, tmp_path / "fail.json", "--on-bad-image", "fail")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{bad}: cannot read image" in err and "--on-bad-image skip" in err
+    assert not (tmp_path / "fail.json").exists()

@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import (
-    add_network_arguments,
-)
+from patchdino.cli.features import add_bad_image_argument, add_network_arguments
 from patchdino.cli.outputs import check_output, write_json
 
 FASHION_TRAIN_IMAGES = 10_000
@@ -28,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="Pascal VOC or ADE20K root, or a Fashion-MNIST IDX folder"
     )
     add_network_arguments(parser, pixels=False)
+    add_bad_image_argument(parser)
     parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
     parser.add_argument("--layers", type=int, default=1, help="last blocks concatenated")
     parser.add_argument("--epochs", type=int, default=10, help="probe training epochs")
@@ -71,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
         probe_problems,
         train_segmentation_probe,
     )
-    from patchdino.eval.segmentation_data import open_segmentation, segmentation_layout
+    from patchdino.eval.segmentation_data import (
+        left_out_pairs,
+        open_segmentation,
+        segmentation_layout,
+    )
 
     check_output(args.output, ".json")
     given = {
@@ -113,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         progress=not args.no_progress,
     )
-    train_set = open_segmentation(args.data, "train", setup.channels, check=True)
-    test_set = open_segmentation(args.data, "val", setup.channels, check=True)
+    policy = args.on_bad_image
+    train_set = open_segmentation(args.data, "train", setup.channels, True, policy)
+    test_set = open_segmentation(args.data, "val", setup.channels, True, policy)
     result = train_segmentation_probe(
         backbone, Normalise(setup.mean, setup.std), train_set, test_set, settings, setup.device
     )
@@ -143,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "num_train": result.num_train,
         "num_test": result.num_test,
+        "skipped": {"train": left_out_pairs(train_set), "val": left_out_pairs(test_set)},
         "feature_dim": result.feature_dim,
         "history": result.history,
         "seconds": round(seconds, 3),

@@ -18,6 +18,7 @@ Layouts (:func:`segmentation_layout` tells them apart):
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from patchdino.data.datasets import IdxDataset, detect_kind
+from patchdino.data.datasets.bad_images import BadImageError, check_policy
 from patchdino.data.datasets.canvas import decode_image
 from patchdino.errors import InputError
 
@@ -62,6 +64,11 @@ VOC_CLASSES = (
 )
 ADE20K_NUM_CLASSES = 150
 _ADE_SPLITS = {"train": "training", "val": "validation"}
+
+
+_SCAN_CANVAS = 8
+"""Side an image is decoded to when checked: the whole file is read, little is kept."""
+logger = logging.getLogger("patchdino.eval")
 
 
 class SegmentationDataError(InputError):
@@ -116,6 +123,8 @@ class FileSegmentation(SegmentationDataset):
         self.classes = list(classes)
         self.label_map = torch.from_numpy(label_map.astype(np.int64))  # (256,)
         self.channels = channels
+        self.left_out: list[str] = []
+        """Image files :meth:`check` left out (unreadable)."""
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -126,20 +135,47 @@ class FileSegmentation(SegmentationDataset):
         mask = self._labels(mask_path, (int(image.shape[-2]), int(image.shape[-1])))
         return image, mask
 
-    def check(self) -> None:
-        """Read every mask and every image header; raise on the first bad pair.
+    def check(self, on_bad_image: str = "fail") -> list[str]:
+        """Decode every image (small) and read every mask; leave out or refuse bad images.
+
+        Args:
+            on_bad_image: ``"skip"`` leaves the pairs of unreadable image files out (named in
+                the log once), ``"fail"`` stops at the first.
+
+        Returns:
+            The image files left out (empty with ``"fail"``).
 
         Raises:
-            SegmentationDataError: a mask whose size differs from its image's, or that holds
-                a value outside the classes (and the ignore value).
+            SegmentationDataError: an unreadable image with ``"fail"``, no readable image, a
+                mask that cannot be read, whose size differs from its image's, or that holds a
+                value outside the classes (and the ignore value).
         """
+        try:
+            check_policy(on_bad_image)
+        except ValueError as err:
+            raise SegmentationDataError(str(err)) from err
+        kept, left_out = [], []
         for image_path, mask_path in self.pairs:
             try:
+                decode_image(image_path, self.channels, _SCAN_CANVAS)  # the whole file
                 with Image.open(image_path) as image:
                     width, height = image.size
-            except (OSError, ValueError) as err:
-                raise SegmentationDataError(f"{image_path}: unreadable image") from err
+            except (BadImageError, OSError, ValueError) as err:
+                reason = err.reason if isinstance(err, BadImageError) else type(err).__name__
+                if on_bad_image == "fail":
+                    raise SegmentationDataError(
+                        f"{image_path}: cannot read image: {reason}; remove or replace it, or "
+                        "leave such images out (--on-bad-image skip)"
+                    ) from err
+                logger.warning("leaving out unreadable image %s (%s)", image_path, reason)
+                left_out.append(str(image_path))
+                continue
             self._labels(mask_path, (height, width))
+            kept.append((image_path, mask_path))
+        if not kept:
+            raise SegmentationDataError(f"none of the {len(self.pairs)} images can be read")
+        self.pairs = kept
+        return left_out
 
     def _labels(self, mask_path: Path, size: tuple[int, int]) -> Tensor:
         """The ``(H, W)`` class mask of ``mask_path``, checked against the image ``size``."""
@@ -250,7 +286,11 @@ def segmentation_layout(root: str | Path) -> str:
 
 
 def open_segmentation(
-    root: str | Path, split: str, channels: int | None, check: bool = False
+    root: str | Path,
+    split: str,
+    channels: int | None,
+    check: bool = False,
+    on_bad_image: str = "fail",
 ) -> SegmentationDataset:
     """The ``"train"`` or ``"val"`` split of the segmentation data set at ``root``.
 
@@ -258,8 +298,10 @@ def open_segmentation(
         root: data folder (see :func:`segmentation_layout`).
         split: ``"train"`` or ``"val"`` (Fashion-MNIST: its test images).
         channels: image channels the model takes; None for the data's own.
-        check: read every mask now (:meth:`FileSegmentation.check`), so that a bad one stops
-            the evaluation before any work.
+        check: decode every image and read every mask now (:meth:`FileSegmentation.check`),
+            so that a bad one stops the evaluation before any work, or (``on_bad_image``
+            ``"skip"``) is left out; the files left out are then :func:`left_out_pairs`.
+        on_bad_image: ``"skip"`` or ``"fail"``, with ``check``.
 
     Raises:
         SegmentationDataError: an unknown layout, a missing split list or file, an empty split.
@@ -284,8 +326,13 @@ def open_segmentation(
     if len(dataset) == 0:
         raise SegmentationDataError(f"the {split} split of {path} holds no images")
     if check and isinstance(dataset, FileSegmentation):
-        dataset.check()
+        dataset.left_out = dataset.check(on_bad_image)
     return dataset
+
+
+def left_out_pairs(dataset: SegmentationDataset) -> list[str]:
+    """The image files :func:`open_segmentation` left out of ``dataset`` (unreadable)."""
+    return list(getattr(dataset, "left_out", []))
 
 
 def _voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
