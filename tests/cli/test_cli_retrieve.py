@@ -147,3 +147,17 @@ def test_option_errors(
 ) -> None:
     assert _retrieve("--data", tmp_path, "--output", tmp_path / "o.json", *extra) == 2
     _one_line_error(capsys, message)
+
+
+def test_revisited_refuses_an_unreadable_image_in_one_line(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _revisited_folder(tmp_path / "tiny5k")
+    assert _retrieve("--convert-gnd", root / "gnd_tiny.pkl", "--output", root / "gnd.json") == 0
+    bad = root / "jpg" / "d2.jpg"
+    bad.write_bytes(bad.read_bytes()[:30])  # truncated
+    output = tmp_path / "o.json"
+    args = ["--data", root, "--weights", "random", "--config", config, "--output", output]
+    assert _retrieve(*args) == 2
+    _one_line_error(capsys, "1 images of the ground truth cannot be read")
+    assert not output.exists()

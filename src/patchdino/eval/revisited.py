@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from patchdino.data.datasets.bad_images import BadImageError
 from patchdino.data.datasets.base import CanvasItem
 from patchdino.data.datasets.canvas import decode_image, resize_to_canvas
 from patchdino.errors import InputError
@@ -40,6 +41,10 @@ SETTINGS = ("easy", "medium", "hard")
 """The protocol's settings."""
 _POSITIVE = {"easy": ("easy",), "medium": ("easy", "hard"), "hard": ("hard",)}
 _JUNK = {"easy": ("junk", "hard"), "medium": ("junk",), "hard": ("junk", "easy")}
+
+
+_SCAN_CANVAS = 8
+"""Side an image is decoded to when checked: the whole file is read, little is kept."""
 
 
 class RevisitedError(InputError):
@@ -233,10 +238,13 @@ def image_path(root: Path, name: str) -> Path:
 
 
 def check_images(root: str | Path, truth: RevisitedTruth) -> tuple[list[Path], list[Path]]:
-    """Files of the database and query images, all checked to exist.
+    """Files of the database and query images, all checked to exist and to decode.
+
+    The ground truth refers to every image by its position, so none can be left out: an
+    unreadable one stops the evaluation (whatever ``--on-bad-image`` says).
 
     Raises:
-        RevisitedError: missing images (the message counts and names a few).
+        RevisitedError: missing or unreadable images (the message counts and names a few).
     """
     root = Path(root)
     database = [image_path(root, n) for n in truth.images]
@@ -245,6 +253,17 @@ def check_images(root: str | Path, truth: RevisitedTruth) -> tuple[list[Path], l
     if missing:
         raise RevisitedError(
             f"{len(missing)} images of the ground truth are missing, e.g. {', '.join(missing[:3])}"
+        )
+    unreadable = []
+    for path in sorted(set(database + queries)):
+        try:
+            decode_image(path, 3, _SCAN_CANVAS)
+        except BadImageError as err:
+            unreadable.append(f"{path} ({err.reason})")
+    if unreadable:
+        raise RevisitedError(
+            f"{len(unreadable)} images of the ground truth cannot be read, e.g. "
+            f"{', '.join(unreadable[:3])}; the protocol needs every one: replace them"
         )
     return database, queries
 
