@@ -106,6 +106,39 @@ def test_a_hung_rank_stops_the_others_within_the_timeout_and_leaves_no_process(
     print(json.dumps({"noticed_after_s": round(noticed, 1)}))
 
 
+def test_when_the_restarts_are_spent_every_process_exits(
+    kit: ModuleType, uninterrupted: Path, tmp_path: Path
+) -> None:
+    data = uninterrupted.parents[1] / "data"
+    run = tmp_path / "run"
+    command = kit.torchrun(data, run, 40)
+    command[command.index("--max-restarts") + 1] = "0"
+    with (tmp_path / "log.txt").open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=kit.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and not kit.logged(run):
+                time.sleep(0.05)
+            (victim,) = [c for c in kit.children(process.pid) if kit.local_rank(c) == 1]
+            os.kill(victim, signal.SIGKILL)
+            code = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert code != 0
+    time.sleep(1.0)
+    left = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)
+    assert left.stdout.split() == []
+
+
 def test_peer_failures_are_told_from_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     gloo = RuntimeError(
