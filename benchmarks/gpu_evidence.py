@@ -479,6 +479,7 @@ def stage_throughput(ctx: Context) -> dict[str, Any]:
 def _short_row(row: dict[str, Any]) -> dict[str, Any]:
     keys = ["status", "ms_per_step_median", "ms_per_step_min", "images_per_s"]
     keys += ["peak_memory_bytes", "head_tokens_per_image", "matched_patches", "overrides"]
+    keys += ["tflops_per_s", "mfu"]
     return {k: row.get(k) for k in keys}
 
 
@@ -766,20 +767,23 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def bench_table(rows: dict[str, Any]) -> list[str]:
     cls = rows.get("cls", {}).get("ms_per_step_median")
     lines = [
-        "| row | img/s | ms/step (median) | peak memory (GiB) | head tokens / img | vs `cls` |"
+        "| row | img/s | ms/step (median) | peak memory (GiB) | head tokens / img | vs `cls` "
+        "| MFU |"
     ]
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in rows.items():
         if row.get("status") != "ok":
-            lines.append(f"| `{name}` | {row.get('status')} | - | - | - | - |")
+            lines.append(f"| `{name}` | {row.get('status')} | - | - | - | - | - |")
             continue
+        mfu = row.get("mfu")
         ms = row.get("ms_per_step_median")
         memory = row.get("peak_memory_bytes")
         ratio = ms / cls if ms and cls and row.get("head_tokens_per_image") is not None else None
         lines.append(
             f"| `{name}` | {_fmt(row.get('images_per_s'), 0)} | {_fmt(ms)} | "
             f"{_fmt(memory / 2**30 if memory else None, 2)} | "
-            f"{_fmt(row.get('head_tokens_per_image'))} | {_fmt(ratio, 2)} |"
+            f"{_fmt(row.get('head_tokens_per_image'))} | {_fmt(ratio, 2)} | "
+            f"{'-' if mfu is None else f'{100 * mfu:.1f}%'} |"
         )
     return lines
 

@@ -74,12 +74,16 @@ def test_bench_runs_every_mode_and_writes_json(
     # The reference runs the head on every token: 2 x 17 + 2 x 5 student, 2 x 17 teacher.
     assert rows["reference"]["head_tokens_per_image"] == 78
     assert rows["patch"]["head_tokens_per_image"] < 78
+    # Counted FLOPs: the patch loss adds work to the CLS-only step; no MFU on a CPU.
+    assert rows["patch"]["flops_per_step"] > rows["cls"]["flops_per_step"] > 0
+    assert rows["pipeline"]["flops_per_step"] is None and rows["patch"]["mfu"] is None
     assert "patch / cls step time" in result["ratios"]
     assert "pipeline img/s / patch model-step img/s" in result["ratios"]
     assert result["machine"]["torch"] == torch.__version__
     assert result["settings"]["batch_size"] == 2 and result["settings"]["out_dim"] == 32
     printed = capsys.readouterr().out
     assert "reference" in printed and "peak memory:" in printed
+    assert "model FLOPs (counted" in printed and "TFLOP/step" in printed
 
 
 def test_bench_rejects_bad_modes_and_variants(capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,6 +74,15 @@ def format_report(result: BenchResult) -> str:
         extra = [o for o in r.overrides if o not in _shared(result)]
         if extra:
             lines.append(f"  {r.name}: {' '.join(extra)}")
+    counted = [r for r in result.rows if r.ok and r.flops_per_step is not None]
+    if counted:
+        lines.append("model FLOPs (counted; work inside Triton kernels is not):")
+        for r in counted:
+            mfu = f", MFU {r.mfu:.1%}" if r.mfu is not None else ""
+            lines.append(
+                f"  {r.name}: {(r.flops_per_step or 0) / 1e12:.3f} TFLOP/step, "
+                f"{r.tflops_per_s:.3f} TFLOP/s{mfu}"
+            )
     ratios = result.ratios()
     if ratios:
         lines.append("ratios:")

@@ -25,6 +25,9 @@ class BenchRow:
         peak_memory_bytes: peak memory of the case (see the result's ``memory_method``).
         head_tokens_per_image: tokens the projection heads ran on per image (model rows).
         matched_patches: mean matched patch pairs per (sample, view pair) (model rows).
+        flops_per_step: FLOPs one step dispatches (:mod:`patchdino.bench.flops`; model and
+            end-to-end rows).
+        peak_flops: the device's dense peak at the row's precision, when known (for MFU).
     """
 
     name: str
@@ -37,6 +40,24 @@ class BenchRow:
     peak_memory_bytes: int | None = None
     head_tokens_per_image: float | None = None
     matched_patches: float | None = None
+    flops_per_step: float | None = None
+    peak_flops: float | None = None
+
+    @property
+    def tflops_per_s(self) -> float | None:
+        """Counted FLOPs per second at the median step time, in TFLOP/s."""
+        median = self.median_ms
+        if not median or self.flops_per_step is None:
+            return None
+        return self.flops_per_step / (median / 1e3) / 1e12
+
+    @property
+    def mfu(self) -> float | None:
+        """Model FLOPs utilisation: counted FLOP/s over the device's peak (None if unknown)."""
+        achieved = self.tflops_per_s
+        if achieved is None or not self.peak_flops:
+            return None
+        return achieved * 1e12 / self.peak_flops
 
     @property
     def ok(self) -> bool:
@@ -75,6 +96,9 @@ class BenchRow:
             "peak_memory_bytes": self.peak_memory_bytes,
             "head_tokens_per_image": self.head_tokens_per_image,
             "matched_patches": self.matched_patches,
+            "flops_per_step": self.flops_per_step,
+            "tflops_per_s": self.tflops_per_s,
+            "mfu": self.mfu,
             "step_seconds": self.step_seconds,
             "cpu_seconds": self.cpu_seconds,
         }

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from patchdino.bench.cases import BenchCase, BenchSettings
+from patchdino.bench.flops import count_flops, peak_flops
 from patchdino.bench.memory import PeakMemory
 from patchdino.bench.model_step import TrainingStep
 from patchdino.bench.pipeline import InputPipeline, synthetic_canvas
@@ -91,6 +92,11 @@ def run_case(case: BenchCase, settings: BenchSettings, memory: PeakMemory) -> Be
                 run, settings.steps, settings.warmup, device
             )
             row.peak_memory_bytes = memory.peak_bytes()
+            if case.kind != "pipeline" and not config.run.compile:  # one more step, counted
+                row.flops_per_step = count_flops(lambda: run(settings.warmup + settings.steps))
+                precision = effective_precision(config.run.precision, device)
+                name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+                row.peak_flops = peak_flops(name, precision)
         except (RuntimeError, MemoryError) as err:
             if not (isinstance(err, MemoryError) or is_out_of_memory(err)):
                 raise
