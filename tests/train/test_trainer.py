@@ -271,3 +271,42 @@ def test_a_rerun_says_where_it_resumes_and_what_changed_and_keeps_a_history(
     assert history[0]["changed"] == {}
     assert history[1]["changed"]["optim.lr"] == {"was": 0.0005, "now": 0.001}
     assert history[1]["config"]["optim"]["lr"] == 0.001
+
+
+def test_init_weights_start_a_new_run_from_a_backbone_and_are_ignored_on_resume(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    with single_thread():
+        assert run_cli(cli_args(data, first, 2)) == 0
+        source = load_checkpoint(first / "checkpoint.pt")["model"]
+        capsys.readouterr()
+        tiny_steps = ["optim.lr=1e-12", "optim.min_lr=0"]
+        args = cli_args(data, second, 1, "--init-weights", str(first), *tiny_steps)
+        assert run_cli(args) == 0
+        assert f"starting from the backbone of {first / 'checkpoint.pt'}" in capsys.readouterr().err
+        trained = load_checkpoint(second / "checkpoint.pt")
+        assert trained["step"] == 1  # a new run: its own step count
+        differ = 0  # tensors where the source's teacher and student differ
+        for name, value in trained["model"].items():  # a 1e-12 step: still the source's
+            if name.startswith(("student.backbone.", "teacher.backbone.")):
+                own = name.split(".", 1)[1].replace("backbone.", "", 1)
+                want = source[f"teacher.backbone.{own}"]  # its teacher, not its student
+                assert torch.allclose(value, want, atol=1e-6), name
+                differ += not torch.allclose(want, source[f"student.backbone.{own}"], atol=1e-6)
+        assert differ > 0
+        assert run_cli(cli_args(data, second, 2, "--init-weights", str(first))) == 0
+    assert "ignored: the run resumes instead" in capsys.readouterr().err
+
+
+def test_init_weights_of_another_architecture_are_refused_in_one_line(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = tmp_path / "first"
+    with single_thread():
+        assert run_cli(cli_args(data, first, 1)) == 0
+        capsys.readouterr()
+        args = cli_args(data, tmp_path / "other", 1, "--init-weights", str(first))
+        assert run_cli([*args, "model.arch=vit_nano"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit model.arch vit_nano" in err

@@ -48,6 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", help=field("auto, cpu, cuda or cuda:N (run.device)", defaults.run.device)
     )
+    parser.add_argument(
+        "--init-weights",
+        type=Path,
+        metavar="PATH",
+        help="start a new run from these backbone weights: a checkpoint.pt or its run folder "
+        "(its teacher), or a .safetensors export (continued pretraining, e.g. on a new "
+        "domain). Unlike resuming, only the backbone carries over: the heads, optimiser, "
+        "centre, step and schedules start anew. When --output already holds a checkpoint, "
+        "that run resumes and this is ignored",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "overrides",
@@ -100,16 +110,23 @@ def run(args: argparse.Namespace) -> int:
     from patchdino.losses import kernel
     from patchdino.models import backbone
     from patchdino.train.signals import stop_exit_code
-    from patchdino.train.trainer import Trainer, TrainingError
+    from patchdino.train.trainer import InitialWeights, Trainer, TrainingError
 
     check_output_folder(args.output)
     checks = [backbone.config_problems, kernel.config_problems]
     config = load_config(args.config, overrides_from_args(args), checks=checks)
+    init = None
+    if args.init_weights is not None:
+        from patchdino.eval.backbone_loading import read_weights
+
+        stored = read_weights(args.init_weights)
+        init = InitialWeights(stored.tensors, str(stored.path), stored.in_chans)
     trainer = Trainer(
         config,
         args.output,
         progress=not args.no_progress,
         notes=lambda line: print(line, file=sys.stderr),
+        init=init,
     )
     from patchdino.train.distributed import shutdown
 

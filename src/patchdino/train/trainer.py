@@ -63,6 +63,21 @@ class TrainingError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class InitialWeights:
+    """Backbone weights a new run starts from (``patchdino pretrain --init-weights``).
+
+    Attributes:
+        tensors: the backbone's state dict (names as in ``Backbone.state_dict()``).
+        source: where they were read from, for messages.
+        in_chans: the image channels they were trained on.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    source: str
+    in_chans: int
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """How a call to :meth:`Trainer.run` ended."""
 
@@ -106,6 +121,7 @@ class Trainer:
         output: Path,
         progress: bool = True,
         notes: Callable[[str], None] | None = None,
+        init: InitialWeights | None = None,
     ) -> None:
         self.config = config
         self.output = Path(output)
@@ -114,6 +130,8 @@ class Trainer:
         """Gets one-line notes for the user on the main process (where a run resumes, the
         settings that changed since its checkpoint); None keeps the library quiet."""
         self._saved_config: dict[str, Any] | None = None
+        self.init = init
+        """Backbone weights a new run starts from; unused when the run resumes."""
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = distributed.resolve_device(config.run.device, local_rank)
         if self.device.type == "cuda":
@@ -253,6 +271,36 @@ class Trainer:
         )
         return step, micro, int(state.get("nonfinite_skipped", 0))
 
+    def _start_from(self, init: InitialWeights) -> None:
+        """Load ``init`` into the student's and the teacher's backbones (a new run).
+
+        Raises:
+            InputError: the weights do not fit the configured backbone or the data's channels.
+        """
+        if init.in_chans != self.channels:
+            raise InputError(
+                f"--init-weights {init.source} was trained on {init.in_chans}-channel images, "
+                f"the data has {self.channels}"
+            )
+        model = self.step_module.model
+        # The masked term's token is learnt anew when the weights have none (or it is off).
+        tensors = dict(init.tensors)
+        expected = model.student.backbone.state_dict()
+        if "mask_token" in expected and "mask_token" not in tensors:
+            tensors["mask_token"] = expected["mask_token"]
+        if "mask_token" not in expected:
+            tensors.pop("mask_token", None)
+        misfit = _misfit(expected, tensors)
+        if misfit:
+            raise InputError(
+                f"--init-weights {init.source} does not fit model.arch "
+                f"{self.config.model.arch} (patch {self.config.model.patch_size}): {misfit}"
+            )
+        for network in (model.student, model.teacher):
+            network.backbone.load_state_dict(tensors)
+        if self.ctx.is_main and self.notes is not None:
+            self.notes(f"starting from the backbone of {init.source}")
+
     def _save(self, step: int, skipped: int) -> None:
         if self.ctx.is_main:
             save_checkpoint(
@@ -290,6 +338,10 @@ class Trainer:
         config, ctx = self.config, self.ctx
         step, micro, skipped = self._resume()
         self._resumed_at = (step, micro)
+        if self.init is not None and self.saved_step is None:
+            self._start_from(self.init)
+        elif self.init is not None and ctx.is_main and self.notes is not None:
+            self.notes(f"--init-weights {self.init.source} ignored: the run resumes instead")
         total = self.schedules.total_steps
         end = total if until is None else min(until, total)
         writer = tensorboard = bar = None
@@ -471,6 +523,18 @@ def _agree(signal_name: str | None, device: torch.device) -> str | None:
     if flag <= 0:
         return None
     return signal_name or "SIGTERM"
+
+
+def _misfit(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str:
+    """The first tensor ``tensors`` lacks, has of another shape, or has in excess; ""."""
+    for name, want in expected.items():
+        have = tensors.get(name)
+        if have is None:
+            return f"the weights have no tensor {name}"
+        if tuple(have.shape) != tuple(want.shape):
+            return f"tensor {name} is {tuple(have.shape)} there, {tuple(want.shape)} here"
+    extra = [name for name in tensors if name not in expected]
+    return f"tensor {extra[0]} is not part of this backbone" if extra else ""
 
 
 def _changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
