@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -61,14 +62,26 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_exactly(
     assert result["orphans"] == []
 
 
+def _without_restarts(kit: ModuleType, data: Path, run: Path, *overrides: str) -> list[str]:
+    """The trial's torchrun command for 40 steps, with ``--max-restarts 0``."""
+    command = kit.torchrun(data, run, 40)
+    command[command.index("--max-restarts") + 1] = "0"
+    return [*command, *overrides]
+
+
+def _left(process: subprocess.Popen[Any]) -> list[str]:
+    """Processes of the run's session still alive a second after it ended."""
+    time.sleep(1.0)
+    found = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)
+    return found.stdout.split()
+
+
 def test_a_hung_rank_stops_the_others_within_the_timeout_and_leaves_no_process(
     kit: ModuleType, uninterrupted: Path, tmp_path: Path
 ) -> None:
     data = uninterrupted.parents[1] / "data"
     run = tmp_path / "run"
-    command = kit.torchrun(data, run, 40)
-    command[command.index("--max-restarts") + 1] = "0"
-    command += ["run.dist_timeout=5"]
+    command = _without_restarts(kit, data, run, "run.dist_timeout=5")
     process = subprocess.Popen(
         command,
         cwd=tmp_path,
@@ -100,9 +113,7 @@ def test_a_hung_rank_stops_the_others_within_the_timeout_and_leaves_no_process(
     assert noticed < 5 + 60, noticed  # the timeout, then torchrun's grace period at most
     saved = load_checkpoint(run / "checkpoint.pt")["step"]  # intact and verified
     assert saved >= 5
-    time.sleep(1.0)
-    left = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)
-    assert left.stdout.split() == []  # the stopped rank is gone too
+    assert _left(process) == []  # the stopped rank is gone too
     print(json.dumps({"noticed_after_s": round(noticed, 1)}))
 
 
@@ -111,8 +122,7 @@ def test_when_the_restarts_are_spent_every_process_exits(
 ) -> None:
     data = uninterrupted.parents[1] / "data"
     run = tmp_path / "run"
-    command = kit.torchrun(data, run, 40)
-    command[command.index("--max-restarts") + 1] = "0"
+    command = _without_restarts(kit, data, run)
     with (tmp_path / "log.txt").open("w") as log:
         process = subprocess.Popen(
             command,
@@ -134,9 +144,7 @@ def test_when_the_restarts_are_spent_every_process_exits(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     assert code != 0
-    time.sleep(1.0)
-    left = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)
-    assert left.stdout.split() == []
+    assert _left(process) == []
 
 
 def test_peer_failures_are_told_from_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:

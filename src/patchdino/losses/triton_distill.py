@@ -39,6 +39,42 @@ from patchdino.losses.factored import Passes
 
 
 @triton.jit
+def _tile(ptr, index, stride, index_ok, cols, col_ok):  # type: ignore[no-untyped-def]
+    """Rows ``index`` of a row-major matrix, columns ``cols``; zeros outside."""
+    return tl.load(
+        ptr + index[:, None] * stride + cols[None, :],
+        mask=index_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
+def _table_rows(bias_rows_ptr, rows, row_ok, has_bias: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Each row's row of the bias table (zeros without a bias)."""
+    if has_bias:
+        table_rows = tl.load(bias_rows_ptr + rows, mask=row_ok, other=0)
+    else:
+        table_rows = tl.zeros(rows.shape, dtype=tl.int64)
+    return table_rows
+
+
+@triton.jit
+def _logits(  # type: ignore[no-untyped-def]
+    q, w, bias_ptr, table_rows, row_ok, keys, key_ok, stride_bias, has_bias: tl.constexpr
+):
+    """``q @ w.T - bias[table_rows, keys]`` in float32 (not yet scaled)."""
+    s = tl.dot(q, tl.trans(w))
+    if has_bias:
+        b = tl.load(
+            bias_ptr + table_rows[:, None] * stride_bias + keys[None, :],
+            mask=row_ok[:, None] & key_ok[None, :],
+            other=0.0,
+        )
+        s = s - b.to(tl.float32)
+    return s
+
+
+@triton.jit
 def _row_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations
     q_ptr,
     w_ptr,
@@ -67,42 +103,22 @@ def _row_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations
     cols = tl.arange(0, block_d)
     row_ok = rows < num_rows
     col_ok = cols < dim
-    q = tl.load(
-        q_ptr + rows[:, None] * stride_q + cols[None, :],
-        mask=row_ok[:, None] & col_ok[None, :],
-        other=0.0,
-    )
-    if has_bias:
-        table_rows = tl.load(bias_rows_ptr + rows, mask=row_ok, other=0)
+    q = _tile(q_ptr, rows, stride_q, row_ok, cols, col_ok)
+    table_rows = _table_rows(bias_rows_ptr, rows, row_ok, has_bias)
     peak = tl.full((block_m,), float("-inf"), dtype=tl.float32)
     total = tl.zeros((block_m,), dtype=tl.float32)
     acc = tl.zeros((block_m, block_d), dtype=tl.float32)
     for start in range(0, num_keys, block_k):
         keys = start + tl.arange(0, block_k)
         key_ok = keys < num_keys
-        w = tl.load(
-            w_ptr + keys[:, None] * stride_w + cols[None, :],
-            mask=key_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        s = tl.dot(q, tl.trans(w))
-        if has_bias:
-            b = tl.load(
-                bias_ptr + table_rows[:, None] * stride_bias + keys[None, :],
-                mask=row_ok[:, None] & key_ok[None, :],
-                other=0.0,
-            )
-            s = s - b.to(tl.float32)
+        w = _tile(w_ptr, keys, stride_w, key_ok, cols, col_ok)
+        s = _logits(q, w, bias_ptr, table_rows, row_ok, keys, key_ok, stride_bias, has_bias)
         s = tl.where(key_ok[None, :], s * scale, float("-inf"))
         new_peak = tl.maximum(peak, tl.max(s, axis=1))
         p = tl.exp(s - new_peak[:, None])
         rescale = tl.exp(peak - new_peak)
         total = total * rescale + tl.sum(p, axis=1)
-        v = tl.load(
-            v_ptr + keys[:, None] * stride_v + cols[None, :],
-            mask=key_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
+        v = _tile(v_ptr, keys, stride_v, key_ok, cols, col_ok)
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
         peak = new_peak
     tl.store(lse_ptr + rows, peak + tl.log(total), mask=row_ok)
@@ -142,37 +158,18 @@ def _column_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotati
     cols = tl.arange(0, block_d)
     key_ok = keys < num_keys
     col_ok = cols < dim
-    w = tl.load(
-        w_ptr + keys[:, None] * stride_w + cols[None, :],
-        mask=key_ok[:, None] & col_ok[None, :],
-        other=0.0,
-    )
+    w = _tile(w_ptr, keys, stride_w, key_ok, cols, col_ok)
     acc = tl.zeros((block_k, block_d), dtype=tl.float32)
     for start in range(0, num_rows, block_m):
         rows = start + tl.arange(0, block_m)
         row_ok = rows < num_rows
-        q = tl.load(
-            q_ptr + rows[:, None] * stride_q + cols[None, :],
-            mask=row_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        s = tl.dot(q, tl.trans(w))
-        if has_bias:
-            table_rows = tl.load(bias_rows_ptr + rows, mask=row_ok, other=0)
-            b = tl.load(
-                bias_ptr + table_rows[:, None] * stride_bias + keys[None, :],
-                mask=row_ok[:, None] & key_ok[None, :],
-                other=0.0,
-            )
-            s = s - b.to(tl.float32)
+        q = _tile(q_ptr, rows, stride_q, row_ok, cols, col_ok)
+        table_rows = _table_rows(bias_rows_ptr, rows, row_ok, has_bias)
+        s = _logits(q, w, bias_ptr, table_rows, row_ok, keys, key_ok, stride_bias, has_bias)
         lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
         p = tl.exp(s * scale - lse[:, None])
         p = tl.where(row_ok[:, None] & key_ok[None, :], p, 0.0)
-        g = tl.load(
-            g_ptr + rows[:, None] * stride_g + cols[None, :],
-            mask=row_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
+        g = _tile(g_ptr, rows, stride_g, row_ok, cols, col_ok)
         acc += tl.dot(tl.trans(p.to(g.dtype)), g)
     tl.store(
         out_ptr + keys[:, None] * stride_out + cols[None, :],
