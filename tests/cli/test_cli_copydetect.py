@@ -228,3 +228,20 @@ def test_make_queries_area(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert all(0.75 <= copy["area"] <= 0.95 for copy in manifest["copies"])
     assert main([*args, "--out", str(tmp_path / "bad"), "--area", "0.5", "0.2"]) == 2
     _one_line_error(capsys, "--area needs 0 < MIN <= MAX <= 1")
+
+
+def test_make_queries_refuses_an_out_folder_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    args = ["copydetect", "--make-queries", "--source", str(tmp_path), "--out"]
+    assert main([*args, str(blocker / "copies")]) == 2
+    _one_line_error(capsys, f"--out {blocker / 'copies'}: {blocker} is a file, not a folder")
+
+    def read_only(*_: object, **__: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    assert main([*args, str(tmp_path / "copies")]) == 2
+    _one_line_error(capsys, "cannot write in")

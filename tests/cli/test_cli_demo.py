@@ -75,3 +75,17 @@ def test_demo_reports_a_missing_data_folder(
     )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_output_it_cannot_write_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(*_: object, **__: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    code = main(["demo", "--output", str(tmp_path / "d"), "--no-progress", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot write in" in err and "Read-only file system" in err
+    assert not (tmp_path / "d").exists()

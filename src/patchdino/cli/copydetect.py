@@ -76,12 +76,14 @@ def default_split(path: str) -> str:
 
 def make_queries(args: argparse.Namespace) -> int:
     """``--make-queries``: copies of the originals and their ground truth."""
+    from patchdino.cli.outputs import check_output_folder
     from patchdino.data.datasets import build_dataset
     from patchdino.error_text import first_line
     from patchdino.eval.copies import CopySettings
     from patchdino.eval.copies import make_queries as write_queries
 
     require(args, "--make-queries", "--source", "--out")
+    check_output_folder(args.out, "--out")
     check_positive(count=args.count)
     low, high = args.area
     if not 0 < low <= high <= 1:

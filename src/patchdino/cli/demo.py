@@ -159,6 +159,7 @@ Total time {summary["total_minutes"]:.1f} min.
 
 def run(args: argparse.Namespace) -> int:
     from patchdino.checkpoint import CHECKPOINT_NAME
+    from patchdino.cli.outputs import check_output_folder
     from patchdino.config import load_config, resolve_config_path
     from patchdino.data.datasets import find_fashion_mnist
     from patchdino.train.distributed import resolve_device
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out: Path = args.output
+    check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         data = args.data or find_fashion_mnist()
