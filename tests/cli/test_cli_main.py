@@ -109,7 +109,7 @@ def test_pretrain_with_overrides_after_flags_runs(
 ) -> None:
     seen: list[object] = []
 
-    def record(config: object, output: Path, progress: bool = True, notes: object = None) -> None:
+    def record(config: object, output: Path, **_: object) -> None:
         seen.append(config)
         raise InputError("stop here")
 
@@ -133,3 +133,15 @@ def test_help_of_every_command_imports_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unknown_option_shows_the_usage_of_its_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["knn", "--data", "d", "--weights", "random", "--output", "o.json", "--topk", "5"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("usage: patchdino knn ")
+    assert "patchdino knn: error: unrecognized arguments: --topk 5" in err

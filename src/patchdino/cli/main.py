@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text, formatter_class=HelpFormatter
         )
         module.add_arguments(command)
+        command.set_defaults(command_parser=command)  # errors then show this command's usage
     return parser
 
 
@@ -88,10 +89,11 @@ def parse_arguments(
     ``overrides``. Any other unknown word is an error, as with ``parse_args``.
     """
     args, extras = parser.parse_known_args(argv)
+    command_parser = vars(args).pop("command_parser", parser)
     overrides = getattr(args, "overrides", None)
     unknown = [word for word in extras if overrides is None or not is_override(word)]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extras:
         args.overrides = [*(overrides or []), *extras]
     return args
