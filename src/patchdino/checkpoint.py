@@ -77,6 +77,8 @@ def save_checkpoint(
         if keep > 1 and previous is not None and path.exists():
             _keep_copy(path, previous, files)
         files[path.name] = {"sha256": file_sha256(tmp), "step": step}
+        if previous is None and path.exists():  # written by a version without the manifest
+            previous = {"sha256": file_sha256(path), "step": None}
         if previous is not None:  # what the file still holds until the rename below
             files[path.name]["replaces"] = {"sha256": previous["sha256"], "step": previous["step"]}
         _write_manifest(path.parent, files)

@@ -247,3 +247,22 @@ def test_pretrain_refuses_a_damaged_checkpoint_in_one_line_and_resumes_from_the_
         checkpoint.write_bytes(older.read_bytes())
         assert run_cli(cli_args(data, out, 6, "--save-every", "2")) == 0
     assert load_checkpoint(checkpoint)["step"] == 6
+
+
+def test_a_save_killed_before_its_rename_in_a_folder_of_an_earlier_version_still_verifies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoint.pt"
+    torch.save(_state(1), path)  # no manifest: written before checksums existed
+    real_replace = os.replace
+
+    def killed_at_the_rename(src: Any, dst: Any) -> None:
+        if Path(dst) == path:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(_state(2), path, step=2, keep=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
