@@ -133,8 +133,29 @@ def _chunked_loss(
     return loss, grad_f, grad_w
 
 
-class _FusedSoftCrossEntropy(torch.autograd.Function):
-    """Forward computes the loss and its gradients; backward scales the stored gradients."""
+class StoredGradients(torch.autograd.Function):
+    """A loss whose forward also computes its gradients with respect to its first two inputs
+    (``features`` and ``weight``); backward only scales them by the incoming gradient.
+
+    Subclasses implement ``forward`` and end it with :meth:`store`.
+    """
+
+    @staticmethod
+    def store(ctx: Any, grad_features: Tensor, grad_weight: Tensor, weight: Tensor) -> None:
+        """Keep the gradients for backward (that of the weight in its dtype)."""
+        ctx.save_for_backward(grad_features, grad_weight.to(weight.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        grad_f, grad_w = ctx.saved_tensors
+        grad_features = grad_f * grad_loss.to(grad_f.dtype) if ctx.needs_input_grad[0] else None
+        grad_weight = grad_w * grad_loss.to(grad_w.dtype) if ctx.needs_input_grad[1] else None
+        others = (None,) * (len(ctx.needs_input_grad) - 2)  # the inputs without gradients
+        return (grad_features, grad_weight, *others)
+
+
+class _FusedSoftCrossEntropy(StoredGradients):
+    """The chunked soft cross-entropy with its gradients computed in the forward pass."""
 
     @staticmethod
     def forward(
@@ -146,13 +167,6 @@ class _FusedSoftCrossEntropy(torch.autograd.Function):
         chunks: Sequence[tuple[int, int]],
     ) -> Tensor:
         loss, grad_f, grad_w = _chunked_loss(features, weight, target_fn, temperature, chunks, True)
-        assert grad_w is not None
-        ctx.save_for_backward(grad_f, grad_w.to(weight.dtype))
+        assert grad_f is not None and grad_w is not None
+        StoredGradients.store(ctx, grad_f, grad_w, weight)
         return loss
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        grad_f, grad_w = ctx.saved_tensors
-        grad_features = grad_f * grad_loss.to(grad_f.dtype) if ctx.needs_input_grad[0] else None
-        grad_weight = grad_w * grad_loss.to(grad_w.dtype) if ctx.needs_input_grad[1] else None
-        return grad_features, grad_weight, None, None, None

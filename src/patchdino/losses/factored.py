@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from patchdino.losses.centring import TeacherCentring
+from patchdino.losses.cross_entropy import StoredGradients
 
 
 class TeacherPass(Protocol):
@@ -105,13 +106,22 @@ def factored_distillation(
     for name, temperature in (("teacher_temp", teacher_temp), ("student_temp", student_temp)):
         if temperature <= 0:
             raise ValueError(f"{name} must be positive, got {temperature}")
-    args = (teacher_features, teacher_weight, centring, partners, pair_weights)
-    temps = (teacher_temp, student_temp, chunk_size, passes or TORCH_PASSES)
+    rest = (
+        teacher_features,
+        teacher_weight,
+        centring,
+        partners,
+        pair_weights,
+        teacher_temp,
+        student_temp,
+        chunk_size,
+        passes or TORCH_PASSES,
+    )  # _factored's, in its order
     needs_grad = torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
     if not needs_grad:
-        loss, _, _ = _factored(features, weight, *args, *temps, with_grad=False)
+        loss, _, _ = _factored(False, features, weight, *rest)
         return loss
-    out: Tensor = _FactoredDistillation.apply(features, weight, *args, *temps)
+    out: Tensor = _FactoredDistillation.apply(features, weight, *rest)
     return out
 
 
@@ -192,6 +202,7 @@ def student_pass(
 
 
 def _factored(
+    with_grad: bool,
     features: Tensor,
     weight: Tensor,
     teacher_features: Tensor,
@@ -203,11 +214,11 @@ def _factored(
     student_temp: float,
     chunk_size: int,
     passes: Passes,
-    with_grad: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Loss and, with ``with_grad``, its gradients ``(Ns, d)`` and ``(K, d)``; no autograd."""
     acc = torch.promote_types(features.dtype, torch.float32)
     with torch.no_grad():
+        f = features.detach().to(acc)  # (Ns, d)
         w = pair_weights.to(acc)  # (Ns, M)
         mass = w.sum(dim=1)  # (Ns,)
         spread = None
@@ -215,14 +226,13 @@ def _factored(
             spread = torch.zeros(
                 teacher_features.shape[0], features.shape[1], dtype=acc, device=features.device
             )
-            contributions = w[:, :, None] * features.detach().to(acc)[:, None, :]  # (Ns, M, d)
+            contributions = w[:, :, None] * f[:, None, :]  # (Ns, M, d)
             spread.index_add_(0, partners.flatten(), contributions.flatten(0, 1))
         mu, teacher_grad = passes.teacher(
             teacher_features, teacher_weight, centring, weight, teacher_temp, chunk_size, spread
         )
         tau = (mu[partners] * w[:, :, None]).sum(dim=1)  # (Ns, d)
         lse, nu, student_grad = passes.student(features, weight, mass, student_temp, chunk_size)
-        f = features.detach().to(acc)
         loss = torch.dot(mass, lse) - (f * tau).sum() / student_temp
         if not with_grad:
             return loss, None, None
@@ -232,48 +242,16 @@ def _factored(
     return loss, grad_f, grad_w
 
 
-class _FactoredDistillation(torch.autograd.Function):
-    """Forward computes the loss and its gradients; backward scales the stored gradients."""
+class _FactoredDistillation(StoredGradients):
+    """The factored distillation with its gradients computed in the forward pass."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        features: Tensor,
-        weight: Tensor,
-        teacher_features: Tensor,
-        teacher_weight: Tensor,
-        centring: TeacherCentring,
-        partners: Tensor,
-        pair_weights: Tensor,
-        teacher_temp: float,
-        student_temp: float,
-        chunk_size: int,
-        passes: Passes,
-    ) -> Tensor:
-        loss, grad_f, grad_w = _factored(
-            features,
-            weight,
-            teacher_features,
-            teacher_weight,
-            centring,
-            partners,
-            pair_weights,
-            teacher_temp,
-            student_temp,
-            chunk_size,
-            passes,
-            with_grad=True,
-        )
-        assert grad_w is not None
-        ctx.save_for_backward(grad_f, grad_w.to(weight.dtype))
+    def forward(ctx: Any, features: Tensor, weight: Tensor, *rest: Any) -> Tensor:
+        """``rest``: the other arguments of :func:`_factored`, in its order."""
+        loss, grad_f, grad_w = _factored(True, features, weight, *rest)
+        assert grad_f is not None and grad_w is not None
+        StoredGradients.store(ctx, grad_f, grad_w, weight)
         return loss
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        grad_f, grad_w = ctx.saved_tensors
-        grad_features = grad_f * grad_loss.to(grad_f.dtype) if ctx.needs_input_grad[0] else None
-        grad_weight = grad_w * grad_loss.to(grad_w.dtype) if ctx.needs_input_grad[1] else None
-        return (grad_features, grad_weight) + (None,) * 9
 
 
 TORCH_PASSES = Passes(teacher_pass, student_pass)
