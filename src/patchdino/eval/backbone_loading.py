@@ -33,7 +33,7 @@ from patchdino.config import Config, ConfigError, config_from_dict, load_config
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.eval.features import token_features
-from patchdino.models.backbone import Backbone, create_backbone
+from patchdino.models.backbone import Backbone, create_backbone, state_dict_misfit
 
 CHECKPOINT_KEYS = ("teacher", "student")
 RANDOM_WEIGHTS = "random"
@@ -282,25 +282,12 @@ def _check_fit(
     config: Config,
 ) -> None:
     """Raise naming the first tensor of the architecture that ``tensors`` does not fit."""
-    m = config.model
-    arch = f"{m.arch}, patch {m.patch_size}, {config.views.global_size} px"
-    for name, want in expected.items():
-        have = tensors.get(name)
-        if have is None:
-            raise BackboneLoadError(
-                f"{path} does not fit the architecture of {source} ({arch}): it has no "
-                f"tensor {name}"
-            )
-        if tuple(have.shape) != tuple(want.shape):
-            raise BackboneLoadError(
-                f"{path} does not fit the architecture of {source} ({arch}): tensor {name} "
-                f"is {tuple(have.shape)} in the weights but {tuple(want.shape)} in the model"
-            )
-    extra = [name for name in tensors if name not in expected]
-    if extra:
+    misfit = state_dict_misfit(expected, tensors)
+    if misfit is not None:
+        m = config.model
+        arch = f"{m.arch}, patch {m.patch_size}, {config.views.global_size} px"
         raise BackboneLoadError(
-            f"{path} does not fit the architecture of {source} ({arch}): tensor {extra[0]} "
-            f"is not part of it ({len(extra)} extra tensors)"
+            f"{path} does not fit the architecture of {source} ({arch}): {misfit}"
         )
 
 

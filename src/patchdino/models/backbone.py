@@ -11,6 +11,7 @@ global and local views of different sizes go through the same network.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 import timm
@@ -191,6 +192,24 @@ def config_problems(config: Config) -> list[str]:
     close = difflib.get_close_matches(config.model.arch, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return [f"model.arch: {problem}{hint}"]
+
+
+def state_dict_misfit(expected: Mapping[str, Tensor], tensors: Mapping[str, Tensor]) -> str | None:
+    """Why ``tensors`` do not fit a module whose state dict is ``expected``: the first tensor
+    missing, of another shape, or in excess; None when they fit."""
+    for name, want in expected.items():
+        have = tensors.get(name)
+        if have is None:
+            return f"it has no tensor {name}"
+        if tuple(have.shape) != tuple(want.shape):
+            return (
+                f"tensor {name} is {tuple(have.shape)} in the weights but {tuple(want.shape)} "
+                "in the model"
+            )
+    extra = [name for name in tensors if name not in expected]
+    if extra:
+        return f"tensor {extra[0]} is not part of it ({len(extra)} extra tensors)"
+    return None
 
 
 def create_backbone(

@@ -42,6 +42,7 @@ from patchdino.data.workers import worker_failure
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.losses import PairPlan
+from patchdino.models.backbone import state_dict_misfit
 from patchdino.train import distributed
 from patchdino.train.ahead import Ahead, makes_ahead
 from patchdino.train.build import (
@@ -290,8 +291,8 @@ class Trainer:
             tensors["mask_token"] = expected["mask_token"]
         if "mask_token" not in expected:
             tensors.pop("mask_token", None)
-        misfit = _misfit(expected, tensors)
-        if misfit:
+        misfit = state_dict_misfit(expected, tensors)
+        if misfit is not None:
             raise InputError(
                 f"--init-weights {init.source} does not fit model.arch "
                 f"{self.config.model.arch} (patch {self.config.model.patch_size}): {misfit}"
@@ -523,18 +524,6 @@ def _agree(signal_name: str | None, device: torch.device) -> str | None:
     if flag <= 0:
         return None
     return signal_name or "SIGTERM"
-
-
-def _misfit(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str:
-    """The first tensor ``tensors`` lacks, has of another shape, or has in excess; ""."""
-    for name, want in expected.items():
-        have = tensors.get(name)
-        if have is None:
-            return f"the weights have no tensor {name}"
-        if tuple(have.shape) != tuple(want.shape):
-            return f"tensor {name} is {tuple(have.shape)} there, {tuple(want.shape)} here"
-    extra = [name for name in tensors if name not in expected]
-    return f"tensor {extra[0]} is not part of this backbone" if extra else ""
 
 
 def _changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
