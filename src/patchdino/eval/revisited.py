@@ -33,6 +33,7 @@ from patchdino.data.datasets.bad_images import BadImageError
 from patchdino.data.datasets.base import CanvasItem
 from patchdino.data.datasets.canvas import decode_image, resize_to_canvas
 from patchdino.errors import InputError
+from patchdino.eval.eval_data import SCAN_CANVAS
 from patchdino.eval.retrieval_metrics import revisited_average_precision
 
 IMAGES = "jpg"
@@ -41,10 +42,6 @@ SETTINGS = ("easy", "medium", "hard")
 """The protocol's settings."""
 _POSITIVE = {"easy": ("easy",), "medium": ("easy", "hard"), "hard": ("hard",)}
 _JUNK = {"easy": ("junk", "hard"), "medium": ("junk",), "hard": ("junk", "easy")}
-
-
-_SCAN_CANVAS = 8
-"""Side an image is decoded to when checked: the whole file is read, little is kept."""
 
 
 class RevisitedError(InputError):
@@ -257,7 +254,7 @@ def check_images(root: str | Path, truth: RevisitedTruth) -> tuple[list[Path], l
     unreadable = []
     for path in sorted(set(database + queries)):
         try:
-            decode_image(path, 3, _SCAN_CANVAS)
+            decode_image(path, 3, SCAN_CANVAS)
         except BadImageError as err:
             unreadable.append(f"{path} ({err.reason})")
     if unreadable:

@@ -33,6 +33,7 @@ from patchdino.data.datasets import IdxDataset, detect_kind
 from patchdino.data.datasets.bad_images import BadImageError, check_policy
 from patchdino.data.datasets.canvas import decode_image
 from patchdino.errors import InputError
+from patchdino.eval.eval_data import SCAN_CANVAS
 
 IGNORE = 255
 """Mask value of pixels that count neither in the loss nor in the scores."""
@@ -66,8 +67,6 @@ ADE20K_NUM_CLASSES = 150
 _ADE_SPLITS = {"train": "training", "val": "validation"}
 
 
-_SCAN_CANVAS = 8
-"""Side an image is decoded to when checked: the whole file is read, little is kept."""
 logger = logging.getLogger("patchdino.eval")
 
 
@@ -157,7 +156,7 @@ class FileSegmentation(SegmentationDataset):
         kept, left_out = [], []
         for image_path, mask_path in self.pairs:
             try:
-                decode_image(image_path, self.channels, _SCAN_CANVAS)  # the whole file
+                decode_image(image_path, self.channels, SCAN_CANVAS)  # the whole file
                 with Image.open(image_path) as image:
                     width, height = image.size
             except (BadImageError, OSError, ValueError) as err:
