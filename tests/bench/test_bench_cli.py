@@ -70,6 +70,7 @@ def test_bench_runs_every_mode_and_writes_json(
         assert row["images_per_s"] == pytest.approx(2 / (row["ms_per_step_median"] / 1e3))
         assert row["peak_memory_bytes"] is not None
     assert rows["cls"]["head_tokens_per_image"] == 6  # 4 student + 2 teacher CLS tokens
+    assert rows["cls"]["student_tokens_per_image"] == 4
     assert rows["pairs2"]["matched_patches"] <= 2 < rows["patch"]["matched_patches"]
     # The reference runs the head on every token: 2 x 17 + 2 x 5 student, 2 x 17 teacher.
     assert rows["reference"]["head_tokens_per_image"] == 78

@@ -63,15 +63,15 @@ class TrainingStep:
         """What the step needs besides the views: a pair plan (or the reference's matches)."""
         return self.module.plan(batch, generator)
 
-    def head_tokens(self, batch: MultiCropBatch, plan: Any) -> float:
-        """Tokens the heads run on per image (student plus teacher)."""
+    def head_tokens(self, batch: MultiCropBatch, plan: Any) -> tuple[float, float]:
+        """Tokens the heads run on per image: ``(student and teacher, student alone)``."""
         if isinstance(plan, PairPlan):
-            rows = plan.cls.student.num_rows + plan.cls.teacher.num_rows
-            if plan.patch is not None:
-                rows += plan.patch.student.num_rows + plan.patch.teacher.num_rows
-            return rows / batch.batch_size
+            problems = [p for p in (plan.cls, plan.patch) if p is not None]
+            student = sum(p.student.num_rows for p in problems)
+            teacher = sum(p.teacher.num_rows for p in problems)
+            return (student + teacher) / batch.batch_size, student / batch.batch_size
         tokens = [1 + g.num_patches for g in batch.geometry]
-        return float(sum(tokens) + sum(tokens[: len(batch.global_views)]))
+        return float(sum(tokens) + sum(tokens[: len(batch.global_views)])), float(sum(tokens))
 
     def __call__(self, batch: MultiCropBatch, plan: Any) -> LocalGlobalOutput:
         """One optimiser step on ``batch``; returns the loss output (not synchronised)."""

@@ -24,6 +24,7 @@ class BenchRow:
         cpu_seconds: process CPU time (all threads) of every timed step.
         peak_memory_bytes: peak memory of the case (see the result's ``memory_method``).
         head_tokens_per_image: tokens the projection heads ran on per image (model rows).
+        student_tokens_per_image: those of them the student's heads ran on.
         matched_patches: mean matched patch pairs per (sample, view pair) (model rows).
         flops_per_step: FLOPs one step dispatches (:mod:`patchdino.bench.flops`; model and
             end-to-end rows).
@@ -39,6 +40,7 @@ class BenchRow:
     cpu_seconds: list[float] = field(default_factory=list)
     peak_memory_bytes: int | None = None
     head_tokens_per_image: float | None = None
+    student_tokens_per_image: float | None = None
     matched_patches: float | None = None
     flops_per_step: float | None = None
     peak_flops: float | None = None
@@ -95,6 +97,7 @@ class BenchRow:
             "images_per_s": self.images_per_s,
             "peak_memory_bytes": self.peak_memory_bytes,
             "head_tokens_per_image": self.head_tokens_per_image,
+            "student_tokens_per_image": self.student_tokens_per_image,
             "matched_patches": self.matched_patches,
             "flops_per_step": self.flops_per_step,
             "tflops_per_s": self.tflops_per_s,

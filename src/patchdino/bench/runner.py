@@ -142,7 +142,7 @@ def _prepare(
 
         return run_end2end
     batch, plan = steps(images, sizes, 0)
-    row.head_tokens_per_image = trainer.head_tokens(batch, plan)
+    row.head_tokens_per_image, row.student_tokens_per_image = trainer.head_tokens(batch, plan)
     row.matched_patches = _matched(plan)
 
     def run_model(i: int) -> object:
