@@ -12,6 +12,9 @@ import torch
 from PIL import Image
 
 import patchdino
+from idx_files import write_idx_split
+from patchdino.cli.main import main
+from patchdino.data.datasets import DATASET_KINDS
 from patchdino.data.multicrop import MultiCropSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +70,61 @@ def test_eval_transform_gives_the_features_of_extract_features(photos: Path, con
     pil = transform(Image.open(paths[0]).convert("RGB"))
     assert (pil - images[0]).abs().mean() < 0.1
     assert "canvas=320" in repr(transform) and transform.to_dict()["resize_shorter_side"] == 18
+
+
+def _data_of_kind(kind: str, root: Path) -> tuple[Path, list[object]]:
+    """A three-image test split of ``kind`` (train for a flat folder) under ``root`` and its
+    images as the transform takes them: paths for image files, uint8 arrays for in-memory kinds."""
+    rng = np.random.default_rng(0)
+    if kind in ("imagefolder", "flat"):
+        folder = root / "test" / "a" if kind == "imagefolder" else root
+        folder.mkdir(parents=True)
+        paths = []
+        for i, (h, w) in enumerate([(40, 60), (70, 30), (33, 33)]):
+            paths.append(folder / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+        if kind == "imagefolder":
+            (root / "train" / "a").mkdir(parents=True)
+            Image.open(paths[0]).save(root / "train" / "a" / "0.png")
+        return root, list(paths)
+    if kind in ("fashion_mnist", "mnist"):
+        images = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+        root = root / kind
+        write_idx_split(root, "test", images, np.arange(3))
+        return root, list(images)
+    import pickle
+
+    pixels = rng.integers(0, 256, (3, 3 * 32 * 32), dtype=np.uint8)
+    folder, name, key = {
+        "cifar10": ("cifar-10-batches-py", "test_batch", "labels"),
+        "cifar100": ("cifar-100-python", "test", "fine_labels"),
+    }[kind]
+    (root / folder).mkdir(parents=True)
+    with open(root / folder / name, "wb") as f:
+        pickle.dump({"data": pixels, key: [0, 1, 2]}, f)
+    return root, [p.reshape(3, 32, 32).transpose(1, 2, 0) for p in pixels]
+
+
+@pytest.mark.parametrize("kind", DATASET_KINDS)
+def test_default_eval_transform_gives_the_features_of_patchdino_features(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weights record the kind they were trained on; the transform follows it by default."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"{TINY}data: {{kind: {kind}}}\n")
+    root, images = _data_of_kind(kind, tmp_path / "data")
+    out = tmp_path / "features.pt"
+    args = ["features", "--weights", "random", "--config", str(config), "--data", str(root)]
+    split = "train" if kind == "flat" else "test"  # a flat folder is one train split
+    assert main([*args, "--split", split, "--output", str(out), "--no-progress"]) == 0
+    expected = torch.load(out)["features"]  # (3, D)
+    loaded = patchdino.load_backbone("random", config_path=config)
+    transform = patchdino.eval_transform(loaded)
+    assert transform.mode == ("center_crop" if kind in ("imagefolder", "flat") else "resize")
+    with torch.no_grad():
+        features = loaded.backbone(torch.stack([transform(i) for i in images]))[:, 0]
+    assert expected.shape == features.shape == (3, 32)
+    assert (features - expected).abs().max() < 1e-5
 
 
 def test_eval_transform_accepts_pixels_and_checks_sizes(config: Path) -> None:

@@ -43,7 +43,7 @@ __all__ = [
 def eval_transform(
     weights: LoadedBackbone | str | Path,
     image_size: int | None = None,
-    kind: str = "imagefolder",
+    kind: str | None = None,
     checkpoint_key: str = "teacher",
 ) -> EvalTransform:
     """The evaluation transform of the command line for ``weights``.
@@ -51,10 +51,12 @@ def eval_transform(
     Args:
         weights: a :class:`LoadedBackbone` (from :func:`load_backbone`) or weights to load.
         image_size: side ``S`` of the images (default: the weights' ``views.global_size``).
-        kind: kind of data set the images come from: image files (``"imagefolder"``, the
-            default: canvas, resize and centre crop) or an in-memory kind such as
-            ``"cifar10"`` (whole image resized). It also gives the normalisation of weights
-            that do not record the data they were trained on (random weights).
+        kind: kind of data set the images come from: image files (``"imagefolder"``:
+            canvas, resize and centre crop) or an in-memory kind such as ``"cifar10"``
+            (whole image resized). Default: the kind the weights were trained on, as their
+            checkpoint or export records it (an export's ``eval_transform`` metadata), and
+            ``"imagefolder"`` when they record none (random weights). It also gives the
+            normalisation of weights that do not record their training data.
         checkpoint_key: ``"teacher"`` or ``"student"``, when ``weights`` is a checkpoint.
 
     Returns:
@@ -72,11 +74,13 @@ def eval_transform(
     loaded = (
         weights if isinstance(weights, LoadedBackbone) else load_backbone(weights, checkpoint_key)
     )
+    config = loaded.config
+    if kind is None:
+        kind = "imagefolder" if config.data.kind == "auto" else config.data.kind
     try:
         get_kind(kind)
     except ValueError as err:
         raise InputError(str(err)) from err
-    config = loaded.config
     size = config.views.global_size if image_size is None else image_size
     if size % loaded.backbone.patch_size:
         raise InputError(

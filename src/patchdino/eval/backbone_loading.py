@@ -85,6 +85,16 @@ class StoredWeights:
     step: int
 
 
+def _random_channels(config: Config) -> int:
+    """Input channels of random weights built for ``config``: its ``data.channels``, else
+    the native channels of its ``data.kind``, else 3 (image files)."""
+    from patchdino.data.datasets import get_kind
+
+    if config.data.channels is not None:
+        return int(config.data.channels)
+    return 3 if config.data.kind == "auto" else get_kind(config.data.kind).channels
+
+
 def load_backbone(
     weights: str | Path,
     key: str = "teacher",
@@ -104,7 +114,9 @@ def load_backbone(
             ``"random"`` (the defaults are used without it); with a checkpoint or an export,
             their tensors must fit this architecture.
         device: where the backbone is placed.
-        in_chans: input channels of random weights (default 3); the other sources record it.
+        in_chans: input channels of random weights (default: the config's ``data.channels``,
+            else the native channels of its ``data.kind``, else 3); the other sources record
+            it.
         seed: seed of the random initialisation.
 
     Returns:
@@ -121,7 +133,7 @@ def load_backbone(
     given = None if config_path is None else load_config(config_path)
     if str(weights) == RANDOM_WEIGHTS:
         config = given if given is not None else Config()
-        channels = 3 if in_chans is None else in_chans
+        channels = _random_channels(config) if in_chans is None else in_chans
         backbone = _build(config, channels, seed)
         return _ready(LoadedBackbone(backbone, config, channels), device)
 
