@@ -37,9 +37,10 @@ from typing import Any
 import torch
 
 from patchdino.config import load_config
+from patchdino.train.loggers import tensorboard_writer
 from patchdino.train.metrics import MetricsWriter
 from patchdino.train.step import forward_backward, optimiser_step
-from patchdino.train.trainer import Trainer, _tensorboard, step_seed
+from patchdino.train.trainer import Trainer, step_seed
 
 PHASES = (
     "data",
@@ -91,7 +92,7 @@ def profile_steps(
     batches = trainer._batches(0)
     timer = PhaseTimer(device)
     writer = MetricsWriter(log_dir / "metrics.jsonl", resume_step=0)
-    tensorboard = _tensorboard(log_dir / "tensorboard", purge_step=1)
+    tensorboard = tensorboard_writer(log_dir / "tensorboard", purge_step=1)
     module.train()
     try:
         for step in range(warmup + steps):

@@ -90,6 +90,14 @@ def test_config_error_message_lists_every_problem() -> None:
         ("data.on_bad_image=ignore", "data.on_bad_image: 'ignore' is not one of skip, fail"),
         ("loss.student_temp=0", "loss.student_temp must be > 0"),
         ("model.drop_path=1", "model.drop_path must lie in [0, 1)"),
+        (
+            "run.loggers=[jsonl,neptune]",
+            "run.loggers: 'neptune' is not one of tensorboard, jsonl, wandb, mlflow",
+        ),
+        ("run.loggers=[jsonl,wandb,wandb]", "run.loggers names wandb more than once"),
+        ("run.loggers=[tensorboard]", "run.loggers must include jsonl (metrics.jsonl is the"),
+        ("run.loggers=jsonl", "run.loggers: expected a list, got 'jsonl'"),
+        ("run.tracker_project=' '", "run.tracker_project must not be empty"),
         ("optim", "override 'optim' is not of the form section.key=value"),
         ("lr=1", "override 'lr=1' is not of the form section.key=value"),
         ("optim.lr=[1", "override 'optim.lr=[1': cannot parse value"),
@@ -130,6 +138,7 @@ def test_overrides_are_converted_to_the_field_types() -> None:
             "run.max_steps=null",
             "run.seed=7",
             "data.path=123",
+            "run.loggers=[jsonl, wandb]",
         ],
     )
     assert config.optim.lr == 0.001 and config.optim.min_lr == 1e-7
@@ -138,6 +147,7 @@ def test_overrides_are_converted_to_the_field_types() -> None:
     assert config.data.mean == (0.5,) and config.data.std == (0.25,)
     assert config.run.max_steps is None  # the later override wins
     assert config.run.seed == 7 and config.data.path == "123"
+    assert config.run.loggers == ("jsonl", "wandb")
 
 
 def test_yaml_file_then_overrides(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from train_fixtures import (
     write_image_folder,
 )
 
+import patchdino.train.loggers as loggers_module
 import patchdino.train.trainer as trainer_module
 from patchdino.checkpoint import load_checkpoint
 from patchdino.config import load_config
@@ -103,7 +104,7 @@ def stop_after(monkeypatch: pytest.MonkeyPatch, stop_step: int, name: str = "SIG
             if record["step"] == stop_step:
                 os.kill(os.getpid(), getattr(signal, name))
 
-    monkeypatch.setattr(trainer_module, "MetricsWriter", SignallingWriter)
+    monkeypatch.setattr(loggers_module, "MetricsWriter", SignallingWriter)
 
 
 @pytest.mark.parametrize("pipeline", ["serial", "ahead"])

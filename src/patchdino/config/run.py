@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from patchdino.config.checks import positive_problems
+from patchdino.config.checks import choice_problem, positive_problems
 from patchdino.config.section import Section
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -14,6 +14,28 @@ NonFinitePolicy = Literal["stop", "skip"]
 """What to do with a non-finite loss."""
 PipelineMode = Literal["auto", "ahead", "serial"]
 """Whether each step's inputs are made one step ahead, beside the model step, or in it."""
+LoggerName = Literal["tensorboard", "jsonl", "wandb", "mlflow"]
+"""Where the logged scalars go (:mod:`patchdino.train.loggers`)."""
+
+
+def logger_problems(key: str, names: tuple[str, ...]) -> list[str]:
+    """Why ``names`` is not a list of distinct logger names that includes ``jsonl``.
+
+    ``metrics.jsonl`` is the run folder's own record: the loss curves (``loss.png``) and
+    ``patchdino demo`` read it, so it cannot be left out.
+    """
+    allowed = get_args(LoggerName)
+    problems = [p for name in names if (p := choice_problem(key, name, allowed)) is not None]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        problems.append(f"{key} names {', '.join(twice)} more than once")
+    if "jsonl" not in names:
+        listed = ", ".join(names)
+        problems.append(
+            f"{key} must include jsonl (metrics.jsonl is the run's own record, read for "
+            f"loss.png and by patchdino demo), got [{listed}]"
+        )
+    return problems
 
 
 def device_problem(key: str, device: str) -> str | None:
@@ -45,7 +67,16 @@ class RunConfig(Section):
     """Checkpoints kept in the run folder, the newest (checkpoint.pt) included; older ones
     are checkpoint-step<N>.pt. Each is verified against its recorded SHA-256 on load."""
     log_every: int = 1
-    """Optimiser steps between metrics records (metrics.jsonl, TensorBoard)."""
+    """Optimiser steps between metrics records (every logger of run.loggers)."""
+    loggers: tuple[LoggerName, ...] = ("tensorboard", "jsonl")
+    """Where the logged scalars go, on the main process: jsonl (metrics.jsonl, always
+    needed: loss.png and patchdino demo read it), tensorboard (tensorboard/), wandb (Weights
+    & Biases, pip install 'patchdino[wandb]'), mlflow (pip install 'patchdino[mlflow]').
+    W&B's own variables choose where its runs go (WANDB_MODE=offline, WANDB_ENTITY...); MLflow's
+    store is MLFLOW_TRACKING_URI, else the run folder's mlruns/. A resumed run logs to the
+    same W&B and MLflow run (their ids are kept in trackers.json)."""
+    tracker_project: str = "patchdino"
+    """The W&B project and the MLflow experiment that wandb and mlflow log to."""
     compile: bool = False
     """torch.compile the student and teacher backbones."""
     deterministic: bool = False
@@ -68,6 +99,9 @@ class RunConfig(Section):
         )
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append(f"{prefix}max_steps must be > 0, got {self.max_steps}")
+        problems += logger_problems(f"{prefix}loggers", self.loggers)
+        if not self.tracker_project.strip():
+            problems.append(f"{prefix}tracker_project must not be empty")
         if not 0 <= self.seed < 2**32:
             problems.append(f"{prefix}seed must lie in [0, 2**32), got {self.seed}")
         device = device_problem(f"{prefix}device", self.device)

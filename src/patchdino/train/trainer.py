@@ -5,6 +5,8 @@ Run folder (written by the main process only):
 - ``config.yaml``: the resolved configuration;
 - ``metrics.jsonl``: one JSON object per optimiser step (``step`` is 1-based);
 - ``tensorboard/``: the same scalars as TensorBoard events;
+- with ``run.loggers`` naming wandb or mlflow: ``trackers.json`` (their run ids), ``wandb/``
+  and, without ``MLFLOW_TRACKING_URI``, ``mlruns/`` (:mod:`patchdino.train.loggers`);
 - ``loss.png``: loss and learning-rate curves;
 - ``checkpoint.pt``: everything needed to continue, written atomically every
   ``run.save_every`` steps, at the end, and on SIGTERM / SIGUSR1 / a first Ctrl-C.
@@ -51,7 +53,8 @@ from patchdino.train.build import (
     data_kind,
     open_dataset,
 )
-from patchdino.train.metrics import MetricsWriter, read_metrics
+from patchdino.train.loggers import open_loggers, require_logger_packages
+from patchdino.train.metrics import read_metrics
 from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import Schedules, ScheduleValues
 from patchdino.train.signals import HANDLED_SIGNALS, StopRequest
@@ -112,8 +115,9 @@ class Trainer:
         progress: show a progress bar (main process only).
 
     Raises:
-        InputError: the device or the data set cannot be used, or the data set holds fewer
-            images than one optimiser step needs.
+        InputError: a logger of ``run.loggers`` needs a package that is not installed, the
+            device or the data set cannot be used, or the data set holds fewer images than
+            one optimiser step needs.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class Trainer:
         notes: Callable[[str], None] | None = None,
         init: InitialWeights | None = None,
     ) -> None:
+        require_logger_packages(config.run.loggers)  # before any work: one line, exit 2
         self.config = config
         self.output = Path(output)
         self.progress = progress
@@ -345,11 +350,11 @@ class Trainer:
             self.notes(f"--init-weights {self.init.source} ignored: the run resumes instead")
         total = self.schedules.total_steps
         end = total if until is None else min(until, total)
-        writer = tensorboard = bar = None
+        bar = None
+        # The kind actually read, not "auto", so that the run's records say what was trained on.
+        saved = replace(config, data=replace(config.data, kind=self.kind))  # type: ignore[arg-type]
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            # The kind actually read, not "auto", so that the file says what was trained on.
-            saved = replace(config, data=replace(config.data, kind=self.kind))  # type: ignore[arg-type]
             changes = _changes(self._saved_config or config.to_dict(), config.to_dict())
             if self.notes is not None and step > 0:
                 self.notes(f"resuming from step {step} of {total} ({self.checkpoint_path})")
@@ -358,14 +363,11 @@ class Trainer:
                     self.notes(f"warning: settings changed since step {step}: {listed}")
             _record_history(self.output / "config_history.jsonl", step, changes, saved)
             (self.output / "config.yaml").write_text(saved.to_yaml())
-            writer = MetricsWriter(self.output / "metrics.jsonl", resume_step=step)
-            tensorboard = _tensorboard(self.output / "tensorboard", purge_step=step + 1)
-            if self.progress:
-                from tqdm.auto import tqdm
+        loggers = open_loggers(saved, self.output, step, main=ctx.is_main)
+        if ctx.is_main and self.progress:
+            from tqdm.auto import tqdm
 
-                bar = tqdm(
-                    total=total, initial=step, desc="pretrain", unit="step", dynamic_ncols=True
-                )
+            bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
         stop = StopRequest().install()
         batches = self._batches(micro)
         accumulation = config.optim.accumulation
@@ -402,19 +404,14 @@ class Trainer:
                         nonfinite_skipped=skipped,
                         bad_images=_bad_image_count(self.dataset),
                     )
-                    if writer is not None and tensorboard is not None:
-                        writer.write(record)
-                        for key, value in record.items():
-                            if key != "step" and isinstance(value, float):
-                                tensorboard.add_scalar(key, value, step)
+                    loggers.log(record, step)
                     if bar is not None:
                         bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 if bar is not None:
                     bar.update(1)
                 stopped_by = _agree(stop.signal_name, self.device)
                 if step % config.run.save_every == 0 or step == end or stopped_by:
-                    if tensorboard is not None:
-                        tensorboard.flush()  # events up to the checkpoint survive a kill
+                    loggers.flush()  # what was logged up to the checkpoint survives a kill
                     self._save(step, skipped)
                 if stopped_by:
                     break
@@ -442,10 +439,7 @@ class Trainer:
             stop.restore()
             if bar is not None:
                 bar.close()
-            if writer is not None:
-                writer.close()
-            if tensorboard is not None:
-                tensorboard.close()
+            loggers.close()  # before the curves are drawn from metrics.jsonl
             if ctx.is_main and not interrupted and (self.output / "metrics.jsonl").exists():
                 plot_loss_curves(
                     read_metrics(self.output / "metrics.jsonl"), self.output / "loss.png"
@@ -557,23 +551,3 @@ def _changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _bad_image_count(dataset: Any) -> int:
     log = getattr(dataset, "bad_images", None)
     return int(log.count) if log is not None else 0
-
-
-def _tensorboard(folder: Path, purge_step: int) -> Any:
-    """Event writer; events from ``purge_step`` on (left by a killed run) are hidden.
-
-    TensorBoard reads the event files of a folder in name order, and names start with the
-    creation time in whole seconds followed by the host and the process id. A run resumed
-    within the same second as the previous file was created could sort before it and so
-    lose the earlier steps; the writer is therefore created only once the clock has passed
-    the newest existing file's second.
-    """
-    from torch.utils.tensorboard import SummaryWriter
-
-    names = (p.name.split(".") for p in folder.glob("events.out.tfevents.*"))
-    stamps = [int(parts[3]) for parts in names if len(parts) > 3 and parts[3].isdigit()]
-    if stamps:
-        wait = max(stamps) + 1 - time.time()
-        if wait > 0:
-            time.sleep(wait)
-    return SummaryWriter(str(folder), purge_step=purge_step if purge_step > 1 else None)
