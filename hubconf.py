@@ -41,7 +41,7 @@ _ARCHS = {
 
 def _backbone(entry: str, weights: str | Path | None, **kwargs: Any) -> Any:
     from patchdino.errors import InputError
-    from patchdino.eval.backbone_loading import load_backbone
+    from patchdino.eval.common.backbone_loading import load_backbone
     from patchdino.models.backbone import create_backbone
 
     arch, patch = _ARCHS[entry]

@@ -16,7 +16,7 @@ Example (the numbers in docs/results.md):
 
     patchdino propagate --make-videos runs/moving_fashion
     patchdino copydetect --make-queries --source /usr/share/datasets/fashion-mnist \
-        --out runs/copies --count 2000 --seed 0
+        --output runs/copies --count 2000 --seed 0
     python benchmarks/downstream.py --videos runs/moving_fashion --copies runs/copies \
         --weights random=random dino=runs/q3_s0/dino_seed0,runs/q3_s1/dino_seed1 \
         --output runs/downstream

@@ -60,8 +60,8 @@ from patchdino.data.datasets.base import CanvasDataset
 from patchdino.data.datasets.holdout import holdout_part
 from patchdino.data.datasets.in_memory import InMemoryDataset
 from patchdino.eval import extract_features, knn_classify, train_linear_probe
-from patchdino.eval.backbone_loading import PooledBackbone
-from patchdino.eval.eval_data import Normalise, eval_loader, open_split
+from patchdino.eval.common.backbone_loading import PooledBackbone
+from patchdino.eval.common.eval_data import Normalise, eval_loader, open_split
 from patchdino.train.build import data_kind, data_path
 from patchdino.train.trainer import Trainer
 

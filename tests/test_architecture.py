@@ -105,3 +105,33 @@ def test_no_import_circle_inside_a_part(part: str) -> None:
         if b in graph and not a.startswith(b) and not b.startswith(a) and reaches(b, a, {b})
     ]
     assert circles == []
+
+
+EVAL_TASKS = ("classification", "dense", "video", "retrieval")
+"""The task packages of ``eval``; each may import ``eval.common`` but no other task."""
+
+
+def test_evaluation_tasks_import_only_the_shared_part() -> None:
+    def task(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[2] if len(parts) > 2 and parts[1] == "eval" else None
+
+    tasks = {path.name for path in (PACKAGE / "eval").iterdir() if path.is_dir()} - {"__pycache__"}
+    assert tasks == {"common", *EVAL_TASKS}  # every module of eval lives in one of them
+    assert {p.name for p in (PACKAGE / "eval").glob("*.py")} == {"__init__.py"}
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in _imports().items()
+        if task(module) is not None
+        for target in targets
+        if task(target) not in (None, "common", task(module))
+    ]
+    assert wrong == []
+    common = [
+        f"{module} imports {target}"
+        for module, targets in _imports().items()
+        if task(module) == "common"
+        for target in targets
+        if task(target) in EVAL_TASKS
+    ]
+    assert common == []

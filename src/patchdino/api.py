@@ -3,10 +3,10 @@
 - :func:`load_backbone`: weights (a ``checkpoint.pt``, its run folder, a ``.safetensors``
   export, or ``"random"``) to a frozen :class:`~patchdino.models.Backbone`;
 - :func:`eval_transform`: the command line's evaluation transform for those weights, a
-  torchvision-compatible callable (see :mod:`patchdino.eval.transform` for its steps,
+  torchvision-compatible callable (see :mod:`patchdino.eval.common.transform` for its steps,
   including the canvas resize);
 - :func:`extract_features`: features of a data set split, as ``patchdino features`` makes
-  them (the same pipeline, :mod:`patchdino.eval.pipeline`);
+  them (the same pipeline, :mod:`patchdino.eval.common.pipeline`);
 - :func:`match_views`: the views of one image and their matched patches, as
   ``patchdino match`` draws them.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from patchdino.eval.backbone_loading import LoadedBackbone, load_backbone
-from patchdino.eval.transform import EvalTransform
+from patchdino.eval.common.backbone_loading import LoadedBackbone, load_backbone
+from patchdino.eval.common.transform import EvalTransform
 from patchdino.matching.views import ViewMatches, match_views
 
 __all__ = [
@@ -69,7 +69,7 @@ def eval_transform(
     """
     from patchdino.data.datasets import get_kind, normalisation
     from patchdino.errors import InputError
-    from patchdino.eval.eval_data import eval_mode
+    from patchdino.eval.common.eval_data import eval_mode
 
     loaded = (
         weights if isinstance(weights, LoadedBackbone) else load_backbone(weights, checkpoint_key)
@@ -129,7 +129,7 @@ def extract_features(
     Raises:
         InputError: missing or incompatible weights or data, an unknown split or pooling.
     """
-    from patchdino.eval.pipeline import (
+    from patchdino.eval.common.pipeline import (
         Extraction,
         feature_model,
         open_split,

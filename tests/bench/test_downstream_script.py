@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from idx_files import garment_images, write_idx_split
-from patchdino.eval.moving_fashion import VideoSettings, write_moving_fashion
+from patchdino.eval.video.moving_fashion import VideoSettings, write_moving_fashion
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 TINY = """\

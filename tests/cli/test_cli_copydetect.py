@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import patchdino.eval.descriptors as descriptors
+import patchdino.eval.retrieval.descriptors as descriptors
 from idx_files import garment_images, write_idx_split
 from patchdino.cli.main import main
 from tiny_config import write_tiny_config
@@ -24,7 +24,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         labels = np.arange(n) % 10
         write_idx_split(data, split, garment_images(labels, 28, seed), labels)
     config = write_tiny_config(root)
-    args = ["copydetect", "--make-queries", "--source", data, "--out", root / "copies"]
+    args = ["copydetect", "--make-queries", "--source", data, "--output", root / "copies"]
     assert main([str(a) for a in [*args, "--count", "10", "--seed", "1", "--no-progress"]]) == 0
     distractors = root / "distractors"
     distractors.mkdir()
@@ -208,9 +208,9 @@ def test_option_errors(
 
 
 def test_make_queries_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["copydetect", "--make-queries", "--out", str(tmp_path)]) == 2
+    assert main(["copydetect", "--make-queries", "--output", str(tmp_path)]) == 2
     _one_line_error(capsys, "--make-queries needs --source")
-    args = ["copydetect", "--make-queries", "--source", str(tmp_path), "--out", str(tmp_path)]
+    args = ["copydetect", "--make-queries", "--source", str(tmp_path), "--output", str(tmp_path)]
     assert main(args) == 2
     _one_line_error(capsys, "cannot tell which kind")
 
@@ -222,12 +222,15 @@ def test_make_queries_area(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     write_idx_split(data, "train", garment_images(labels, 28, 4), labels)
     args = ["copydetect", "--make-queries", "--source", str(data), "--count", "4"]
     out = tmp_path / "mild"
-    assert main([*args, "--out", str(out), "--area", "0.8", "0.9", "--no-progress"]) == 0
+    assert main([*args, "--output", str(out), "--area", "0.8", "0.9", "--no-progress"]) == 0
     manifest = json.loads((out / "copies.json").read_text())
     assert manifest["settings"]["area"] == [0.8, 0.9]
     assert all(0.75 <= copy["area"] <= 0.95 for copy in manifest["copies"])
-    assert main([*args, "--out", str(tmp_path / "bad"), "--area", "0.5", "0.2"]) == 2
+    assert main([*args, "--output", str(tmp_path / "bad"), "--area", "0.5", "0.2"]) == 2
     _one_line_error(capsys, "--area needs 0 < MIN <= MAX <= 1")
+    # --out, the option's former name, is still the same option
+    assert main([*args, "--out", str(tmp_path / "old"), "--no-progress"]) == 0
+    assert (tmp_path / "old" / "copies.json").is_file()
 
 
 def test_make_queries_refuses_an_out_folder_it_cannot_write(
@@ -235,9 +238,9 @@ def test_make_queries_refuses_an_out_folder_it_cannot_write(
 ) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    args = ["copydetect", "--make-queries", "--source", str(tmp_path), "--out"]
+    args = ["copydetect", "--make-queries", "--source", str(tmp_path), "--output"]
     assert main([*args, str(blocker / "copies")]) == 2
-    _one_line_error(capsys, f"--out {blocker / 'copies'}: {blocker} is a file, not a folder")
+    _one_line_error(capsys, f"--output {blocker / 'copies'}: {blocker} is a file, not a folder")
 
     def read_only(*_: object, **__: object) -> None:
         raise OSError(30, "Read-only file system")

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import patchdino
-from patchdino.eval.backbone_loading import PREFIXED_EXPORT_FORMAT, load_backbone
-from patchdino.eval.eval_data import data_kind_of
+from patchdino.eval.common.backbone_loading import PREFIXED_EXPORT_FORMAT, load_backbone
+from patchdino.eval.common.eval_data import data_kind_of
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli
 from PIL import Image
 
 from patchdino.cli.main import main
-from patchdino.eval.backbone_loading import load_backbone
+from patchdino.eval.common.backbone_loading import load_backbone
 
 
 def _expected(run: Path, split: str, key: str = "teacher") -> torch.Tensor:

@@ -16,7 +16,7 @@ from eval_cli_data import (
 )
 
 from patchdino.eval import knn_classify, pixel_features, pixel_statistics
-from patchdino.eval.backbone_loading import load_backbone
+from patchdino.eval.common.backbone_loading import load_backbone
 
 KEYS = {"k", "top5", "weights", "data", "num_train", "num_test", "feature_dim", "seconds"}
 

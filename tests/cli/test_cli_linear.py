@@ -10,7 +10,7 @@ import torch
 from eval_cli_data import NUM_TEST, NUM_TRAIN, idx_arrays, run_cli, write_image_folder
 
 from patchdino.eval import train_linear_probe
-from patchdino.eval.backbone_loading import load_backbone
+from patchdino.eval.common.backbone_loading import load_backbone
 
 
 def test_two_epochs_match_a_direct_probe(

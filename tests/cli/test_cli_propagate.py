@@ -12,11 +12,11 @@ import torch
 from eval_cli_data import run_cli, write_config
 from PIL import Image
 
-from patchdino.eval.backbone_loading import load_backbone
-from patchdino.eval.davis import annotations_dir, find_sequences, read_mask, split_file
-from patchdino.eval.moving_fashion import VideoSettings, write_moving_fashion
-from patchdino.eval.propagation import PropagationSettings
-from patchdino.eval.video_segmentation import segment_sequence
+from patchdino.eval.common.backbone_loading import load_backbone
+from patchdino.eval.video.davis import annotations_dir, find_sequences, read_mask, split_file
+from patchdino.eval.video.moving_fashion import VideoSettings, write_moving_fashion
+from patchdino.eval.video.propagation import PropagationSettings
+from patchdino.eval.video.video_segmentation import segment_sequence
 
 SETTINGS = VideoSettings(num_videos=2, num_frames=4, seed=3)
 

@@ -12,24 +12,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from patchdino.cli.errors import UsageError
-from patchdino.cli.features import (
+from patchdino.cli.common_options import (
+    add_image_size_argument,
     add_network_arguments,
+    add_output_argument,
     check_positive,
     resolve_device,
     usage_errors,
 )
+from patchdino.cli.errors import UsageError
 from patchdino.cli.outputs import check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     add_network_arguments(parser, pixels=False)
-    parser.add_argument("--output", type=Path, required=True, help="folder of the figures")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        help="shorter side of the network input (default: views.global_size)",
+    add_output_argument(parser, "folder of the figures")
+    add_image_size_argument(
+        parser, "shorter side of the network input (default: views.global_size)"
     )
     parser.add_argument(
         "--threshold",
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     from patchdino.data.datasets import BadImageError
     from patchdino.data.datasets.canvas import decode_image
-    from patchdino.eval.eval_data import Normalise, resize_images, resize_shorter_side
-    from patchdino.eval.pipeline import load_network
+    from patchdino.eval.common.eval_data import Normalise, resize_images, resize_shorter_side
+    from patchdino.eval.common.pipeline import load_network
     from patchdino.viz.attention import attention_maps, mass_masks, plot_attention
 
     check_positive(image_size=args.image_size)

@@ -6,13 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from patchdino.cli.common_options import add_device_argument
 from patchdino.cli.errors import UsageError
 
 DEFAULT_MODES = "cls,patch,reference,pipeline,end2end"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--arch", help="backbone (model.arch; default vit_small_patch16_224)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step")
     parser.add_argument("--global-size", type=int, help="views.global_size (default 224)")

@@ -1,10 +1,10 @@
 """``patchdino copydetect``: copy detection with frozen descriptors, and seeded strong copies.
 
 ``--make-queries`` writes strong copies of images of a data set and their ground truth
-(:mod:`patchdino.eval.copies`). Otherwise every query image is described (CLS and GeM-pooled
-patch tokens, :mod:`patchdino.eval.descriptors`), optionally PCA-whitened on a distractor
-folder, and ranks the database by cosine similarity; the result is mAP and top-1 accuracy
-(:mod:`patchdino.eval.copy_detection`).
+(:mod:`patchdino.eval.retrieval.copies`). Otherwise every query image is described (CLS and
+GeM-pooled patch tokens, :mod:`patchdino.eval.retrieval.descriptors`), optionally PCA-whitened
+on a distractor folder, and ranks the database by cosine similarity; the result is mAP and
+top-1 accuracy (:mod:`patchdino.eval.retrieval.copy_detection`).
 """
 
 from __future__ import annotations
@@ -13,23 +13,24 @@ import argparse
 import sys
 from pathlib import Path
 
+from patchdino.cli.common_options import check_positive
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import check_positive
 from patchdino.cli.outputs import write_json
 from patchdino.cli.retrieval_options import add_model_options, check_descriptor, require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from patchdino.eval.options import CopySettings
+    from patchdino.eval.retrieval.options import CopySettings
 
     parser.add_argument(
         "--make-queries",
         action="store_true",
-        help="write --count strong copies of images of --source to --out, with their ground "
-        "truth, instead of evaluating",
+        help="write --count strong copies of images of --source to the folder --output, with "
+        "their ground truth, instead of evaluating",
     )
     parser.add_argument("--source", help="data set folder of the originals (--make-queries)")
-    parser.add_argument("--out", type=Path, help="folder of the copies (--make-queries)")
+    # the folder of the copies was once --out: still accepted, as the same option
+    parser.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=2000, help="number of copies")
     parser.add_argument("--seed", type=int, default=0, help="seed of the copies")
     parser.add_argument(
@@ -60,13 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ks", type=int, nargs="+", default=[1, 5, 10], help="cut-offs of Recall@k"
     )
-    add_model_options(parser)
+    add_model_options(
+        parser, "JSON file of the results; with --make-queries, the folder of the copies"
+    )
 
 
 def default_split(path: str) -> str:
     """``"test"`` for in-memory kinds, ``"train"`` (the folder itself) for image files."""
     from patchdino.data.datasets import FILE_KINDS
-    from patchdino.eval.eval_data import data_kind_of
+    from patchdino.eval.common.eval_data import data_kind_of
 
     try:
         return "train" if data_kind_of(path) in FILE_KINDS else "test"
@@ -79,11 +82,11 @@ def make_queries(args: argparse.Namespace) -> int:
     from patchdino.cli.outputs import check_output_folder
     from patchdino.data.datasets import build_dataset
     from patchdino.error_text import first_line
-    from patchdino.eval.copies import CopySettings
-    from patchdino.eval.copies import make_queries as write_queries
+    from patchdino.eval.retrieval.copies import CopySettings
+    from patchdino.eval.retrieval.copies import make_queries as write_queries
 
-    require(args, "--make-queries", "--source", "--out")
-    check_output_folder(args.out, "--out")
+    require(args, "--make-queries", "--source", "--output")
+    check_output_folder(args.output, "--output")
     check_positive(count=args.count)
     low, high = args.area
     if not 0 < low <= high <= 1:
@@ -96,7 +99,7 @@ def make_queries(args: argparse.Namespace) -> int:
     made = write_queries(
         dataset,
         dataset.item_names(),
-        args.out,
+        args.output,
         args.count,
         args.seed,
         CopySettings(area=(low, high)),
@@ -116,13 +119,17 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import time
 
-    from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.common_options import extraction, prepare, usage_errors
     from patchdino.cli.outputs import check_output
     from patchdino.cli.retrieval_options import descriptor, record_of
-    from patchdino.eval.copy_detection import detect_copies, read_ground_truth, relevance_pairs
-    from patchdino.eval.descriptors import PcaWhitening, encode, open_folder
-    from patchdino.eval.eval_data import left_out_images
-    from patchdino.eval.pipeline import open_split
+    from patchdino.eval.common.eval_data import left_out_images
+    from patchdino.eval.common.pipeline import open_split
+    from patchdino.eval.retrieval.copy_detection import (
+        detect_copies,
+        read_ground_truth,
+        relevance_pairs,
+    )
+    from patchdino.eval.retrieval.descriptors import PcaWhitening, encode, open_folder
 
     if args.make_queries:
         return make_queries(args)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from patchdino.cli.common_options import add_device_argument, add_output_argument
 from patchdino.cli.errors import UsageError
 
 DEMO_CONFIG = "fashion_mnist_tiny"
@@ -22,7 +23,7 @@ KS = (10, 20, 100, 200)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", type=Path, default=Path("runs/demo"), help="demo folder")
+    add_output_argument(parser, "demo folder", default=Path("runs/demo"))
     parser.add_argument(
         "--data",
         type=Path,
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", default=DEMO_CONFIG, help="config file or packaged name")
     parser.add_argument("--max-steps", type=int, help="pretraining steps (default: config)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides for the pretraining run"
@@ -83,7 +84,7 @@ def _attention_figure(data: Path, checkpoint: Path, out: Path) -> Path:
     import torch.nn.functional as F
 
     from patchdino.data.datasets import build_dataset, normalisation
-    from patchdino.eval.backbone_loading import load_backbone
+    from patchdino.eval.common.backbone_loading import load_backbone
     from patchdino.viz.attention import attention_maps, plot_attention
 
     loaded = load_backbone(checkpoint, "teacher")

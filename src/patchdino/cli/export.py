@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from patchdino.cli.common_options import add_output_argument
 from patchdino.cli.errors import UsageError
 from patchdino.cli.outputs import check_output
 
@@ -24,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", metavar="|".join(DTYPES), help="tensor type of the file"
     )
-    parser.add_argument("--output", type=Path, required=True, help="a .safetensors file")
+    add_output_argument(parser, "a .safetensors file")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from patchdino.eval.backbone_loading import BackboneLoadError
-    from patchdino.eval.export import export_backbone
+    from patchdino.eval.common.backbone_loading import BackboneLoadError
+    from patchdino.eval.common.export import export_backbone
 
     check_output(args.output, ".safetensors")
     if args.dtype not in DTYPES:

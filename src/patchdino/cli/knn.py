@@ -10,8 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from patchdino.cli.common_options import (
+    add_common_arguments,
+    add_output_argument,
+    add_pool_argument,
+    add_subset_arguments,
+    check_pool,
+    check_positive,
+)
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_common_arguments, check_pool, check_positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,12 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ks", type=int, nargs="+", default=[10, 20, 100, 200], help="numbers of neighbours"
     )
     parser.add_argument("--temperature", type=float, default=0.07, help="vote temperature T")
-    parser.add_argument(
-        "--pool", default="cls", metavar="cls|mean|both", help="token pooling of the features"
+    add_pool_argument(parser, "token pooling of the features")
+    add_subset_arguments(
+        parser,
+        "use a seeded random subset of the memory",
+        "use a seeded random subset of the queries",
     )
-    parser.add_argument("--max-train", type=int, help="use a seeded random subset of the memory")
-    parser.add_argument("--max-test", type=int, help="use a seeded random subset of the queries")
-    parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
+    add_output_argument(parser)
 
 
 def format_table(top1: dict[int, float], top5: dict[int, float]) -> str:
@@ -38,10 +46,10 @@ def format_table(top1: dict[int, float], top5: dict[int, float]) -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.common_options import extraction, prepare, usage_errors
     from patchdino.cli.outputs import check_output, write_json
-    from patchdino.eval.knn import knn_classify
-    from patchdino.eval.pipeline import feature_model, labelled_features
+    from patchdino.eval.classification.knn import knn_classify
+    from patchdino.eval.common.pipeline import feature_model, labelled_features
 
     check_output(args.output, ".json")
     check_positive(max_train=args.max_train, max_test=args.max_test, ks=min(args.ks))

@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from patchdino.cli.common_options import (
+    add_common_arguments,
+    add_output_argument,
+    add_subset_arguments,
+    check_positive,
+)
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_common_arguments, check_positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,20 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-dimension feature standardisation (none: DINO's exact recipe)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe training")
-    parser.add_argument(
-        "--max-train", type=int, help="use a seeded random subset of the train split"
-    )
-    parser.add_argument("--max-test", type=int, help="use a seeded random subset of the test split")
-    parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
+    add_subset_arguments(parser)
+    add_output_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.common_options import extraction, prepare, usage_errors
     from patchdino.cli.outputs import check_output, write_json
-    from patchdino.eval.linear import NORMALIZATIONS, MultiBlockFeatures, train_linear_probe
-    from patchdino.eval.pipeline import labelled_features
+    from patchdino.eval.classification.linear import (
+        NORMALIZATIONS,
+        MultiBlockFeatures,
+        train_linear_probe,
+    )
+    from patchdino.eval.common.pipeline import labelled_features
 
     check_output(args.output, ".json")
     check_positive(

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides_from_args(args), checks=checks)
     init = None
     if args.init_weights is not None:
-        from patchdino.eval.backbone_loading import read_weights
+        from patchdino.eval.common.backbone_loading import read_weights
 
         stored = read_weights(args.init_weights)
         init = InitialWeights(stored.tensors, str(stored.path), stored.in_chans)

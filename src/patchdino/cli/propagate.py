@@ -7,7 +7,7 @@ under ``OUTPUT/<seq>/`` and J, F and J&F means per sequence and overall to
 ``OUTPUT/results.json``.
 
 With ``--make-videos DIR`` it instead writes the Moving Fashion-MNIST sequences
-(:mod:`patchdino.eval.moving_fashion`) to ``DIR`` in that layout, ready for ``--data DIR``.
+(:mod:`patchdino.eval.video.moving_fashion`) to ``DIR`` in that layout, ready for ``--data DIR``.
 """
 
 from __future__ import annotations
@@ -17,20 +17,23 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from patchdino.cli.common_options import (
+    add_batch_arguments,
+    add_data_argument,
+    add_image_size_argument,
+    add_network_arguments,
+    add_output_argument,
+    resolve_device,
+)
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_network_arguments, resolve_device
 from patchdino.cli.outputs import check_output_folder
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, help="DAVIS-2017 folder")
+    add_data_argument(parser, "DAVIS-2017 folder", required=False, path=True)
     add_network_arguments(parser, pixels=False, required=False)
-    parser.add_argument("--output", type=Path, help="folder of the masks and results.json")
+    add_output_argument(parser, "folder of the masks and results.json", required=False)
     parser.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
     parser.add_argument("--split", default="val", help="sequence list ImageSets/2017/SPLIT.txt")
     parser.add_argument("--resolution", default="480p", help="sub-folder of the frames")
@@ -45,14 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="radius in patches of the window of context patches (0: whole frame)",
     )
     parser.add_argument("--temperature", type=float, default=0.7, help="affinity temperature")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        help="short side of the model input in pixels (default: the frames' own, e.g. 480 "
+    add_image_size_argument(
+        parser,
+        "short side of the model input in pixels (default: the frames' own, e.g. 480 "
         "for 480p DAVIS); sides are rounded to multiples of the patch size",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="frames encoded at once")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_batch_arguments(parser, 8, "frames encoded at once", workers=False)
     videos = parser.add_argument_group("Moving Fashion-MNIST sequences")
     videos.add_argument(
         "--make-videos",
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_videos(args: argparse.Namespace) -> int:
-    from patchdino.eval.moving_fashion import (
+    from patchdino.eval.video.moving_fashion import (
         VideoSettings,
         fashion_test_images,
         write_moving_fashion,
@@ -135,11 +136,11 @@ def run(args: argparse.Namespace) -> int:
         return make_videos(args)
     _check_options(args)
 
-    from patchdino.cli.features import usage_errors
-    from patchdino.eval.davis import find_sequences
-    from patchdino.eval.pipeline import load_network
-    from patchdino.eval.propagation import PropagationSettings
-    from patchdino.eval.video_segmentation import results_record, segment_sequence
+    from patchdino.cli.common_options import usage_errors
+    from patchdino.eval.common.pipeline import load_network
+    from patchdino.eval.video.davis import find_sequences
+    from patchdino.eval.video.propagation import PropagationSettings
+    from patchdino.eval.video.video_segmentation import results_record, segment_sequence
 
     check_output_folder(args.output)
     device = resolve_device(args.device)

@@ -7,29 +7,32 @@ so their model options are optional on the parser and required by :func:`require
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from patchdino.cli.common_options import (
+    add_bad_image_argument,
+    add_batch_arguments,
+    add_image_size_argument,
+    add_network_arguments,
+    add_output_argument,
+)
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_bad_image_argument, add_network_arguments
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from patchdino.eval.pipeline import EvalSetup
+    from patchdino.eval.common.pipeline import EvalSetup
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Weights, architecture, image size, extraction and the descriptor."""
-    from patchdino.eval.options import DESCRIPTORS, GEM_POWER
+def add_model_options(
+    parser: argparse.ArgumentParser, output_help: str = "JSON file of the results"
+) -> None:
+    """Weights, architecture, image size, extraction, the descriptor and ``--output``."""
+    from patchdino.eval.retrieval.options import DESCRIPTORS, GEM_POWER
 
     add_network_arguments(parser, required=False)
     add_bad_image_argument(parser)
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        help="side of the square images the model sees (default: views.global_size)",
-    )
+    add_image_size_argument(parser)
     parser.add_argument(
         "--descriptor",
         default="both",
@@ -39,10 +42,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gem-power", type=float, default=GEM_POWER, help="exponent of the GeM pooling"
     )
-    parser.add_argument("--output", type=Path, help="JSON file of the results")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_argument(parser, output_help, required=False)
+    add_batch_arguments(parser)
 
 
 def require(args: argparse.Namespace, mode: str, *options: str) -> None:
@@ -54,7 +55,7 @@ def require(args: argparse.Namespace, mode: str, *options: str) -> None:
 
 def check_descriptor(args: argparse.Namespace) -> None:
     """Refuse an unknown ``--descriptor`` or a GeM power that is not positive."""
-    from patchdino.eval.options import DESCRIPTORS
+    from patchdino.eval.retrieval.options import DESCRIPTORS
 
     if args.descriptor not in DESCRIPTORS:
         raise UsageError(f"--descriptor must be one of {', '.join(DESCRIPTORS)}")
@@ -64,8 +65,8 @@ def check_descriptor(args: argparse.Namespace) -> None:
 
 def descriptor(setup: EvalSetup, args: argparse.Namespace) -> nn.Module | None:
     """The descriptor network of the options (None for pixels)."""
-    from patchdino.cli.features import usage_errors
-    from patchdino.eval.descriptors import descriptor_model
+    from patchdino.cli.common_options import usage_errors
+    from patchdino.eval.retrieval.descriptors import descriptor_model
 
     if setup.backbone is None:
         return None

@@ -3,7 +3,7 @@
 Two protocols, chosen from the folder (or ``--protocol``):
 
 - ``revisited``: a revisited Oxford or Paris folder (``jpg/`` and a ``gnd*.json``, see
-  :mod:`patchdino.eval.revisited`); query images cropped to their boxes, mAP of the Easy,
+  :mod:`patchdino.eval.retrieval.revisited`); query images cropped to their boxes, mAP of the Easy,
   Medium and Hard settings.
 - ``labels``: any labelled data set; each test image queries the training set and images of
   its class are the right answers; mAP@R, R-precision and Recall@k.
@@ -18,8 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from patchdino.cli.common_options import add_data_argument, add_subset_arguments, check_positive
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import check_positive
 from patchdino.cli.outputs import write_json
 from patchdino.cli.retrieval_options import (
     add_model_options,
@@ -32,7 +32,9 @@ PROTOCOLS = ("auto", "revisited", "labels")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="revisited benchmark folder, or any labelled data set")
+    add_data_argument(
+        parser, "revisited benchmark folder, or any labelled data set", required=False
+    )
     parser.add_argument(
         "--protocol",
         default="auto",
@@ -49,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GND.pkl",
         help="convert an official gnd_*.pkl to JSON (written to --output) and exit",
     )
-    parser.add_argument("--max-train", type=int, help="labels: seeded subset of the database")
-    parser.add_argument("--max-test", type=int, help="labels: seeded subset of the queries")
+    add_subset_arguments(
+        parser, "labels: seeded subset of the database", "labels: seeded subset of the queries"
+    )
     parser.add_argument(
         "--ks", type=int, nargs="+", default=[1, 5, 10], help="labels: cut-offs of Recall@k"
     )
@@ -60,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def convert(args: argparse.Namespace) -> int:
     """``--convert-gnd``: the JSON form of an official ground-truth pickle."""
     from patchdino.cli.outputs import check_output
-    from patchdino.eval.revisited import convert_ground_truth
+    from patchdino.eval.retrieval.revisited import convert_ground_truth
 
     require(args, "--convert-gnd", "--output")
     check_output(args.output, ".json")
@@ -71,7 +74,7 @@ def convert(args: argparse.Namespace) -> int:
 
 def protocol_of(args: argparse.Namespace) -> str:
     """The protocol asked for, or the one the folder calls for."""
-    from patchdino.eval.revisited import is_revisited
+    from patchdino.eval.retrieval.revisited import is_revisited
 
     if args.protocol not in PROTOCOLS:
         raise UsageError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
@@ -82,11 +85,11 @@ def protocol_of(args: argparse.Namespace) -> str:
 
 def revisited(args: argparse.Namespace) -> dict[str, Any]:
     """mAP of the revisited protocol's settings."""
-    from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.common_options import extraction, prepare, usage_errors
     from patchdino.cli.retrieval_options import descriptor
-    from patchdino.eval.descriptors import encode
-    from patchdino.eval.eval_data import file_canvas
-    from patchdino.eval.revisited import (
+    from patchdino.eval.common.eval_data import file_canvas
+    from patchdino.eval.retrieval.descriptors import encode
+    from patchdino.eval.retrieval.revisited import (
         BoxedImages,
         RevisitedError,
         check_images,
@@ -125,10 +128,10 @@ def labels(args: argparse.Namespace) -> dict[str, Any]:
     """mAP@R, R-precision and Recall@k of label-based retrieval."""
     import torch.nn.functional as F
 
-    from patchdino.cli.features import extraction, prepare, usage_errors
+    from patchdino.cli.common_options import extraction, prepare, usage_errors
     from patchdino.cli.retrieval_options import descriptor
-    from patchdino.eval.pipeline import labelled_features
-    from patchdino.eval.retrieval_metrics import label_retrieval
+    from patchdino.eval.common.pipeline import labelled_features
+    from patchdino.eval.retrieval.retrieval_metrics import label_retrieval
 
     check_positive(max_train=args.max_train, max_test=args.max_test, ks=min(args.ks))
     setup = prepare(args)

@@ -1,7 +1,7 @@
 """``patchdino segment``: linear semantic-segmentation probe on frozen patch tokens.
 
 Reads Pascal VOC, ADE20K or the Fashion-MNIST segmentation task (from its IDX files), trains
-the probe of :mod:`patchdino.eval.segmentation` on the train split and writes mIoU, pixel
+the probe of :mod:`patchdino.eval.dense.segmentation` on the train split and writes mIoU, pixel
 accuracy and per-class IoU of the validation split (Fashion-MNIST: the 10,000 test images).
 """
 
@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from patchdino.cli.common_options import (
+    add_bad_image_argument,
+    add_batch_arguments,
+    add_data_argument,
+    add_image_size_argument,
+    add_network_arguments,
+    add_output_argument,
+    add_subset_arguments,
+)
 from patchdino.cli.errors import UsageError
-from patchdino.cli.features import add_bad_image_argument, add_network_arguments
 from patchdino.cli.outputs import check_output, write_json
 
 FASHION_TRAIN_IMAGES = 10_000
@@ -20,25 +27,21 @@ FASHION_TRAIN_IMAGES = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from patchdino.eval.options import SEGMENTATION_EVAL_MODES
+    from patchdino.eval.dense.options import SEGMENTATION_EVAL_MODES
 
-    parser.add_argument(
-        "--data", required=True, help="Pascal VOC or ADE20K root, or a Fashion-MNIST IDX folder"
-    )
+    add_data_argument(parser, "Pascal VOC or ADE20K root, or a Fashion-MNIST IDX folder")
     add_network_arguments(parser, pixels=False)
     add_bad_image_argument(parser)
-    parser.add_argument("--output", type=Path, required=True, help="JSON file of the results")
+    add_output_argument(parser)
     parser.add_argument("--layers", type=int, default=1, help="last blocks concatenated")
     parser.add_argument("--epochs", type=int, default=10, help="probe training epochs")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument(
         "--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the probe"
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        help="training crop and evaluation window side (default: views.global_size)",
+    add_batch_arguments(parser, 64, "images per step")
+    add_image_size_argument(
+        parser, "training crop and evaluation window side (default: views.global_size)"
     )
     parser.add_argument(
         "--eval-mode",
@@ -47,30 +50,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sliding windows on the shorter side resized to the image size, or the whole "
         "image resized",
     )
-    parser.add_argument(
-        "--max-train",
-        type=int,
-        help=f"train on a seeded subset (default: all; {FASHION_TRAIN_IMAGES:,} for Fashion-MNIST)",
+    add_subset_arguments(
+        parser,
+        f"train on a seeded subset (default: all; {FASHION_TRAIN_IMAGES:,} for Fashion-MNIST)",
+        "evaluate a seeded subset",
     )
-    parser.add_argument("--max-test", type=int, help="evaluate a seeded subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe training")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     import math
     import time
 
-    from patchdino.cli.features import prepare
-    from patchdino.eval.eval_data import Normalise
-    from patchdino.eval.pipeline import RANDOM
-    from patchdino.eval.segmentation import (
+    from patchdino.cli.common_options import prepare
+    from patchdino.eval.common.eval_data import Normalise
+    from patchdino.eval.common.pipeline import RANDOM
+    from patchdino.eval.dense.segmentation import (
         ProbeSettings,
         probe_problems,
         train_segmentation_probe,
     )
-    from patchdino.eval.segmentation_data import (
+    from patchdino.eval.dense.segmentation_data import (
         left_out_pairs,
         open_segmentation,
         segmentation_layout,

@@ -1,8 +1,16 @@
-"""Evaluation of frozen features: extraction, weighted k-NN, linear probe and the dense tasks.
+"""Evaluation of frozen features, one subpackage per task.
 
-The names below are re-exported lazily (on first use), so that importing a light module of
-this package (:mod:`patchdino.eval.options`, what the command line needs to build its
-options) does not import torch.
+- :mod:`~patchdino.eval.common`: what every task shares (weights, data, transform, feature
+  extraction, the command line's pipeline, exports, the raw-pixel baseline);
+- :mod:`~patchdino.eval.classification`: weighted k-NN and linear probes;
+- :mod:`~patchdino.eval.dense`: semantic segmentation probes;
+- :mod:`~patchdino.eval.video`: video object segmentation by label propagation;
+- :mod:`~patchdino.eval.retrieval`: image retrieval and copy detection.
+
+A task imports :mod:`~patchdino.eval.common` and no other task. Each package's ``options``
+module (pure Python) holds the allowed values and defaults its command shows, so that
+``--help`` imports no torch. The names below are re-exported lazily (on first use) for the
+same reason.
 """
 
 from __future__ import annotations
@@ -11,29 +19,30 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from patchdino.eval.features import all_gather_uneven, extract_features, token_features
-    from patchdino.eval.knn import KNNResult, knn_classify, pixel_features, pixel_statistics
-    from patchdino.eval.linear import (
+    from patchdino.eval.classification.knn import KNNResult, knn_classify
+    from patchdino.eval.classification.linear import (
         LinearProbe,
         LinearResult,
         MultiBlockFeatures,
         multiblock_features,
         train_linear_probe,
     )
+    from patchdino.eval.common.features import all_gather_uneven, extract_features, token_features
+    from patchdino.eval.common.pixels import pixel_features, pixel_statistics
 
 _WHERE = {
-    "all_gather_uneven": "features",
-    "extract_features": "features",
-    "token_features": "features",
-    "KNNResult": "knn",
-    "knn_classify": "knn",
-    "pixel_features": "knn",
-    "pixel_statistics": "knn",
-    "LinearProbe": "linear",
-    "LinearResult": "linear",
-    "MultiBlockFeatures": "linear",
-    "multiblock_features": "linear",
-    "train_linear_probe": "linear",
+    "all_gather_uneven": "common.features",
+    "extract_features": "common.features",
+    "token_features": "common.features",
+    "pixel_features": "common.pixels",
+    "pixel_statistics": "common.pixels",
+    "KNNResult": "classification.knn",
+    "knn_classify": "classification.knn",
+    "LinearProbe": "classification.linear",
+    "LinearResult": "classification.linear",
+    "MultiBlockFeatures": "classification.linear",
+    "multiblock_features": "classification.linear",
+    "train_linear_probe": "classification.linear",
 }
 """Module of this package that defines each re-exported name."""
 

@@ -1,0 +1,1 @@
+"""Image classification on frozen features: weighted k-NN and linear probes."""

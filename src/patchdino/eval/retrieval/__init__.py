@@ -1,0 +1,3 @@
+"""Image retrieval and copy detection: descriptors, the revisited benchmarks, copies and their
+metrics.
+"""

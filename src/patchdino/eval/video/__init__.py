@@ -1,0 +1,3 @@
+"""Video object segmentation by label propagation: DAVIS-2017 data, propagation, J&F, and the
+Moving Fashion videos.
+"""
