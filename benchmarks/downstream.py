@@ -88,9 +88,9 @@ def task_command(args: argparse.Namespace, task: str, folder: Path) -> tuple[lis
 
 
 def task_values(task: str, record: dict[str, Any]) -> dict[str, float]:
-    """The table's numbers of one command's JSON, in percent."""
+    """The table's numbers of one command's JSON (every one of them in percent)."""
     if task == "propagate":
-        return {k: 100 * v for k, v in record["overall"].items() if v is not None}
+        return {k: float(v) for k, v in record["overall"].items() if v is not None}
     values = {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
     if task == "retrieve":
         values["recall_1"] = float(record["recall"]["1"])

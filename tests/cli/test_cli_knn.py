@@ -54,7 +54,31 @@ def test_pixels_equal_a_direct_pixel_knn(
     )
     assert record["k"] == {"1": expected.top1[1], "5": expected.top1[5]}
     assert record["top5"] == {"1": expected.top5[1], "5": expected.top5[5]}
+    assert record["top5_convention"] == "voted"
     assert "top-1" in stdout and "results:" in stdout
+    assert "top-5 counts a class only if a neighbour voted for it" in stdout
+
+
+def test_dino_top5_convention(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "dino.json"
+    args = ["knn", "--data", data, "--weights", "pixels", "--ks", 2, "--top5", "dino"]
+    code, stdout, _ = run_cli([*args, "--output", out], capsys)
+    assert code == 0
+    record = json.loads(out.read_text())
+    arrays = _arrays()
+    (train, train_labels), (test, test_labels) = arrays["train"], arrays["test"]
+    mean, std = pixel_statistics(train)
+    expected = knn_classify(
+        pixel_features(train, mean, std),
+        train_labels,
+        pixel_features(test, mean, std),
+        test_labels,
+        ks=(2,),
+        top5="dino",
+    )
+    assert record["top5"] == {"2": expected.top5[2]}
+    assert record["top5_convention"] == "dino"
+    assert "top-5 as DINO's knn_classifier" in stdout
 
 
 def test_checkpoint_equals_cls_features_normalised_with_training_statistics(
@@ -178,6 +202,13 @@ def test_file_that_is_not_a_checkpoint(
     args = ["knn", "--data", data, "--weights", weights, "--output", tmp_path / "o.json"]
     code, _, err = run_cli(args, capsys)
     _one_line_error(code, err, "not a patchdino pretraining checkpoint")
+
+
+def test_unknown_top5_convention(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["knn", "--data", data, "--weights", "pixels", "--top5", "top"]
+    code, _, err = run_cli([*args, "--output", tmp_path / "o.json"], capsys)
+    _one_line_error(code, err, "--top5 must be one of voted, dino, got 'top'")
+    assert not (tmp_path / "o.json").exists()
 
 
 def test_every_k_too_large(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,7 +9,12 @@ import torch
 from PIL import Image
 
 from patchdino.models import create_backbone
-from patchdino.viz.attention import attention_maps, plot_attention
+from patchdino.viz.attention import (
+    COLOUR_BAR_LABEL,
+    attention_figure,
+    attention_maps,
+    plot_attention,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,22 @@ def test_png_is_written(backbone: torch.nn.Module, tmp_path: Path, dtype: torch.
         assert image.format == "PNG"
         width, height = image.size
     assert width > height  # 3 rows of 1 image + 2 heads + the mean
+
+
+def test_figure_has_a_colour_bar_of_the_per_map_scale() -> None:
+    import matplotlib.pyplot as plt
+
+    maps = torch.rand(2, 3, 2, 2)
+    figure = attention_figure(torch.rand(2, 3, 8, 8), maps, heads=2)
+    try:
+        panels, bar = figure.axes[:-1], figure.axes[-1]
+        assert len(panels) == 2 * (1 + 2 + 1)  # image, 2 heads, mean per row
+        assert bar.get_ylabel() == COLOUR_BAR_LABEL
+        assert [t.get_text() for t in bar.get_yticklabels()] == ["min", "max"]
+        shown = panels[1].get_images()[0].get_array()
+        assert float(shown.min()) == 0.0 and float(shown.max()) == 1.0  # the bar's range
+    finally:
+        plt.close(figure)
 
 
 def test_grayscale_and_head_subset(tmp_path: Path) -> None:

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                 show_mean=False,
                 overlay=True,
                 cmap="viridis",
+                bar_label=f"patches holding {args.threshold:g} of the attention",
+                bar_ends=("out", "in"),
             )
             print(f"{path} -> {figure}")
     return 0

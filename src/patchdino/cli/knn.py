@@ -19,6 +19,7 @@ from patchdino.cli.common_options import (
     check_positive,
 )
 from patchdino.cli.errors import UsageError
+from patchdino.eval.classification.options import TOP5_CONVENTIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ks", type=int, nargs="+", default=[10, 20, 100, 200], help="numbers of neighbours"
     )
     parser.add_argument("--temperature", type=float, default=0.07, help="vote temperature T")
+    parser.add_argument(
+        "--top5",
+        default=TOP5_CONVENTIONS[0],
+        metavar="|".join(TOP5_CONVENTIONS),
+        help="top-5 hit: the true class is among the 5 most voted and got a vote (voted), or "
+        "among the first 5 of all classes sorted, voted or not (dino: DINO's knn_classifier; "
+        "higher at small k)",
+    )
     add_pool_argument(parser, "token pooling of the features")
     add_subset_arguments(
         parser,
@@ -36,11 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_argument(parser)
 
 
-def format_table(top1: dict[int, float], top5: dict[int, float]) -> str:
-    """Plain-text table of accuracies per ``k``."""
+TOP5_NOTES = {
+    "voted": "top-5 counts a class only if a neighbour voted for it (--top5 dino: DINO's count)",
+    "dino": "top-5 as DINO's knn_classifier: the first 5 classes sorted, voted or not",
+}
+"""The line under the table that says how top-5 was counted."""
+
+
+def format_table(top1: dict[int, float], top5: dict[int, float], convention: str) -> str:
+    """Plain-text table of accuracies per ``k``, and how top-5 was counted."""
     lines = [f"{'k':>6}  {'top-1':>7}  {'top-5':>7}"]
     lines += [f"{k:>6}  {top1[k]:>7.2f}  {top5[k]:>7.2f}" for k in sorted(top1)]
-    return "\n".join(lines)
+    return "\n".join([*lines, TOP5_NOTES[convention]])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     check_pool(args.pool)
     if args.temperature <= 0:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top5 not in TOP5_CONVENTIONS:
+        raise UsageError(f"--top5 must be one of {', '.join(TOP5_CONVENTIONS)}, got {args.top5!r}")
     started = time.perf_counter()
     setup = prepare(args)
     with usage_errors():
@@ -86,15 +104,17 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             num_classes=len(data.classes),
             device=setup.device,
+            top5=args.top5,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
     seconds = time.perf_counter() - started
 
-    print(format_table(result.top1, result.top5))
+    print(format_table(result.top1, result.top5, args.top5))
     record = {
         "k": {str(k): result.top1[k] for k in kept},
         "top5": {str(k): result.top5[k] for k in kept},
+        "top5_convention": args.top5,
         "weights": str(args.weights),
         "checkpoint_key": None if setup.backbone is None else args.checkpoint_key,
         "data": str(args.data),

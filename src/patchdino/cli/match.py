@@ -4,6 +4,11 @@ The image is decoded as the training data sets decode image files (16-bit images
 Images whose views would mislead are warned about: an aspect ratio far outside the views'
 ratios (most views then fall back to the same central crop) and an image so small that the
 global views enlarge it many times.
+
+``matches.json`` holds each view's ``name``, ``size``, ``box`` ``[top, left, height, width]``
+in source-image pixels (the region resized into the view) and ``flipped`` (mirrored left to
+right after resizing), and for each global view ``a`` and other view ``b`` the matched
+``patches`` as ``[patch of a, patch of b]``, numbered row-major.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="output",
         type=Path,
         required=True,
-        help="output folder (views/*.png, matches.json, matches.png); --out is the same",
+        help="output folder (views/*.png, matches.json with each view's box as [top, left, "
+        "height, width] in image pixels, matches.png); --out is the same",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the view sampling (same seed, same views)"

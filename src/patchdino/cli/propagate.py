@@ -110,13 +110,13 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def format_table(record: dict[str, object]) -> str:
-    """Plain-text table of J, F and J&F means per sequence and overall."""
+    """Plain-text table of J, F and J&F means (percent) per sequence and overall."""
     sequences = record["sequences"]
     overall = record["overall"]
     assert isinstance(sequences, dict) and isinstance(overall, dict)
 
     def cell(value: object) -> str:
-        return f"{100 * value:>6.1f}" if isinstance(value, float) else f"{'-':>6}"
+        return f"{value:>6.1f}" if isinstance(value, float) else f"{'-':>6}"
 
     width = max([len("overall"), *(len(name) for name in sequences)])
     lines = [f"{'sequence':<{width}}  {'J&F':>6}  {'J':>6}  {'F':>6}"]

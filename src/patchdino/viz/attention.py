@@ -1,13 +1,15 @@
 """Self-attention maps of the CLS token in the last block, one per head (as in DINO's figures).
 
 :func:`attention_maps` reads the last block's attention of a backbone;
-:func:`plot_attention` draws each image next to its per-head maps, upsampled to the image.
+:func:`attention_figure` draws each image next to its per-head maps, upsampled to the image,
+with a colour bar; :func:`plot_attention` saves that figure as a PNG.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -19,6 +21,16 @@ from patchdino.models.backbone import Backbone
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+COLOUR_BAR_LABEL = "attention, scaled per map"
+"""The colour bar's label: every map is scaled to its own range for display, from its least
+attended patch (``min``) to its most attended one (``max``)."""
+
+_BAR_INCHES = 0.7
+"""Width kept right of the panels for the colour bar, its ticks and its label."""
 
 
 @torch.no_grad()
@@ -69,36 +81,40 @@ def mass_masks(maps: Tensor, threshold: float) -> Tensor:
     return keep.float().view_as(maps)
 
 
-def plot_attention(
+def attention_figure(
     images: Tensor,
     attentions: Tensor,
-    path: str | Path,
     titles: Sequence[str] | None = None,
     heads: int | None = None,
     show_mean: bool = True,
     cmap: str = "inferno",
     cell_inches: float = 1.6,
     overlay: bool = False,
-) -> Path:
-    """Draw each image next to its per-head CLS attention maps and save a PNG.
+    bar_label: str = COLOUR_BAR_LABEL,
+    bar_ends: tuple[str, str] = ("min", "max"),
+) -> Figure:
+    """Draw each image next to its per-head CLS attention maps, with a colour bar.
 
     Every map is upsampled to the image (nearest neighbour, so each patch stays a square) and
-    scaled to its own ``[min, max]`` for display.
+    scaled to its own ``[min, max]`` for display; the colour bar on the right reads that
+    scale (:data:`COLOUR_BAR_LABEL`).
 
     Args:
         images: ``(N, C, H, W)`` images, uint8 or float in ``[0, 1]``, ``C`` in (1, 3); the
             pictures shown (not the normalised network input).
         attentions: ``(N, heads, h, w)`` maps, e.g. from :func:`attention_maps`.
-        path: PNG file to write (its folder is created).
         titles: one label per image (row), or None.
         heads: draw only the first ``heads`` heads; None draws all.
         show_mean: add a column with the mean over the drawn heads.
         cmap: matplotlib colour map of the maps.
         cell_inches: size of one panel.
         overlay: draw each map over its image (semi-transparent) instead of alone.
+        bar_label: the colour bar's label.
+        bar_ends: the names of the colour bar's two ends (a map's lowest and highest value).
 
     Returns:
-        The path written.
+        The figure (``rows x columns`` panels and the colour bar's axes last); close it with
+        ``matplotlib.pyplot.close`` when done.
 
     Raises:
         ValueError: on mismatched or malformed shapes.
@@ -151,7 +167,50 @@ def plot_attention(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.tight_layout()
+    fig_width = cell_inches * num_cols + _BAR_INCHES
+    figure.set_size_inches(fig_width, cell_inches * num_rows)
+    panels_right = 1.0 - _BAR_INCHES / fig_width
+    figure.tight_layout(rect=(0.0, 0.0, panels_right, 1.0))
+    scale = plt.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(vmin=0, vmax=1))
+    bar_axes = figure.add_axes((panels_right + 0.1 / fig_width, 0.1, 0.1 / fig_width, 0.8))
+    bar = figure.colorbar(scale, cax=bar_axes)
+    bar.set_ticks([0.0, 1.0], labels=list(bar_ends))
+    bar.set_label(bar_label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    return figure
+
+
+def plot_attention(
+    images: Tensor,
+    attentions: Tensor,
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    heads: int | None = None,
+    show_mean: bool = True,
+    cmap: str = "inferno",
+    cell_inches: float = 1.6,
+    overlay: bool = False,
+    bar_label: str = COLOUR_BAR_LABEL,
+    bar_ends: tuple[str, str] = ("min", "max"),
+) -> Path:
+    """Save :func:`attention_figure` of the same arguments as a PNG at ``path`` (its folder
+    is created) and return ``path``.
+
+    Raises:
+        ValueError: as :func:`attention_figure`.
+    """
+    figure = attention_figure(
+        images,
+        attentions,
+        titles,
+        heads,
+        show_mean,
+        cmap,
+        cell_inches,
+        overlay,
+        bar_label,
+        bar_ends,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

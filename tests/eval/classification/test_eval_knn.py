@@ -18,8 +18,13 @@ def reference_knn(
     temperature: float,
     num_classes: int,
     normalize: bool = True,
+    top5: str = "voted",
 ) -> tuple[np.ndarray, float, float]:
-    """One query at a time: similarities to all train samples, sort, weighted vote."""
+    """One query at a time: similarities to all train samples, sort, weighted vote.
+
+    Top-5 as ``top5`` names it: ``voted`` counts the true class when it got a vote and fewer
+    than five classes got more; ``dino`` when it is among the first ``min(5, k)`` classes of
+    all classes ordered by votes (ties by the lower index), as DINO's ``knn_classifier``."""
     if normalize:
         train = train / np.linalg.norm(train, axis=1, keepdims=True)
         test = test / np.linalg.norm(test, axis=1, keepdims=True)
@@ -33,8 +38,11 @@ def reference_knn(
         pred = int(np.argmax(votes))
         preds.append(pred)
         hits1 += pred == label
-        # A hit when the true class got a vote and fewer than 5 classes got more.
-        hits5 += votes[label] > 0 and int((votes > votes[label]).sum()) < 5
+        if top5 == "voted":
+            hits5 += votes[label] > 0 and int((votes > votes[label]).sum()) < 5
+        else:
+            order = sorted(range(num_classes), key=lambda c: (-votes[c], c))
+            hits5 += int(label) in order[: min(5, k)]
     num = len(test_labels)
     return np.array(preds), 100.0 * hits1 / num, 100.0 * hits5 / num
 
@@ -78,6 +86,45 @@ def test_knn_matches_loop_reference(chunk_size: int, memory_chunk_size: int) -> 
         assert result.top1[k] == pytest.approx(top1)
         assert result.top5[k] == pytest.approx(top5)
     assert 20.0 < result.top1[20] < 100.0  # a non-trivial problem
+
+
+@pytest.mark.parametrize("chunk_size", [1024, 7])
+def test_knn_dino_top5_matches_loop_reference(chunk_size: int) -> None:
+    train, train_labels = clustered_data(203, 12, 9, seed=8)
+    test, test_labels = clustered_data(61, 12, 9, seed=9)
+    ks = (1, 2, 3, 5, 10, 50)
+    dino = knn_classify(
+        train.float(),
+        train_labels,
+        test.float(),
+        test_labels,
+        ks=ks,
+        num_classes=9,
+        chunk_size=chunk_size,
+        top5="dino",
+    )
+    voted = knn_classify(
+        train.float(), train_labels, test.float(), test_labels, ks=ks, num_classes=9
+    )
+    for k in ks:
+        _, _, expected = reference_knn(
+            train.numpy(),
+            train_labels.numpy(),
+            test.numpy(),
+            test_labels.numpy(),
+            k,
+            0.07,
+            9,
+            top5="dino",
+        )
+        assert dino.top5[k] == pytest.approx(expected)
+        assert dino.top1[k] == voted.top1[k]
+        # Unvoted classes can only add hits, and not when k leaves no unvoted class in reach.
+        assert dino.top5[k] >= voted.top5[k]
+    # At k = 1 one class gets a vote: voted top-5 is top-1, DINO's is top-1 too (min(5, k)).
+    assert dino.top5[1] == voted.top5[1] == voted.top1[1]
+    # At k = 3 DINO's count looks at 3 classes, voted or not: the conventions differ.
+    assert dino.top5[3] > voted.top5[3]
 
 
 def test_knn_unnormalized_dot_product() -> None:
@@ -136,6 +183,7 @@ def test_knn_identical_query_is_its_own_neighbour() -> None:
         ({"temperature": 0.0}, "temperature"),
         ({"chunk_size": 0}, "chunk sizes"),
         ({"num_classes": 3}, "num_classes"),
+        ({"top5": "any"}, "top5 must be one of voted, dino"),
     ],
 )
 def test_knn_rejects_bad_arguments(kwargs: dict[str, object], message: str) -> None:

@@ -32,8 +32,9 @@ class KNNResult:
     Attributes:
         top1: top-1 accuracy in percent for each ``k``; empty when no test labels were given.
         top5: top-5 accuracy in percent for each ``k``; empty when no test labels were given.
-            A class that received no vote is never counted as a top-5 hit, so with fewer than
-            five voting classes the metric does not depend on how ties are broken.
+            Counted as ``top5`` of :func:`knn_classify` says (by default a class that
+            received no vote is never a hit, so with fewer than five voting classes the
+            metric does not depend on how ties are broken).
         predictions: ``(M,)`` long CPU tensor of predicted classes for each ``k``.
     """
 
@@ -54,6 +55,7 @@ def knn_classify(
     memory_chunk_size: int = 65536,
     normalize: bool = True,
     device: torch.device | str | None = None,
+    top5: str = "voted",
 ) -> KNNResult:
     """Classify test features by a similarity-weighted vote of their nearest train features.
 
@@ -72,6 +74,11 @@ def knn_classify(
             similarity. With False, ``s`` is the raw dot product.
         device: where to compute; defaults to the device of ``train_features``. The bank is
             moved there once, in its own dtype; chunks are cast to float32 on the fly.
+        top5: how a top-5 hit is counted: ``"voted"`` (the true class is among the five
+            highest vote totals and got a vote) or ``"dino"`` (DINO's ``knn_classifier``:
+            among the first ``min(5, k)`` classes of all scores sorted, voted or not, ties
+            by the lower class index); see
+            :data:`~patchdino.eval.classification.options.TOP5_CONVENTIONS`.
 
     Returns:
         A :class:`KNNResult` with accuracies (when ``test_labels`` is given) and predictions
@@ -79,8 +86,12 @@ def knn_classify(
 
     Raises:
         ValueError: on mismatched shapes, empty inputs, labels out of range, or a bad ``k``,
-            temperature or chunk size.
+            temperature, chunk size or ``top5``.
     """
+    from patchdino.eval.classification.options import TOP5_CONVENTIONS
+
+    if top5 not in TOP5_CONVENTIONS:
+        raise ValueError(f"top5 must be one of {', '.join(TOP5_CONVENTIONS)}, got {top5!r}")
     _check_inputs(train_features, train_labels, test_features, test_labels)
     ks = sorted({int(k) for k in ks})
     num_train = train_features.shape[0]
@@ -120,19 +131,26 @@ def knn_classify(
             predictions[k].append(pred.cpu())
             if chunk_labels is not None:
                 hits1[k] += int((pred == chunk_labels).sum())
-                best5 = votes.topk(min(5, num_classes), dim=1).indices  # (q, 5)
-                in_top5 = (best5 == chunk_labels[:, None]).any(dim=1)
-                voted = votes.gather(1, chunk_labels[:, None]).squeeze(1) > 0
-                hits5[k] += int((in_top5 & voted).sum())
+                if top5 == "voted":
+                    best5 = votes.topk(min(5, num_classes), dim=1).indices  # (q, 5)
+                    in_top5 = (best5 == chunk_labels[:, None]).any(dim=1)
+                    voted = votes.gather(1, chunk_labels[:, None]).squeeze(1) > 0
+                    hits5[k] += int((in_top5 & voted).sum())
+                else:  # DINO: the first min(5, k) of all classes sorted by their votes
+                    order = votes.sort(dim=1, descending=True, stable=True).indices
+                    first = order[:, : min(5, k, num_classes)]
+                    hits5[k] += int((first == chunk_labels[:, None]).any(dim=1).sum())
 
-    top1: dict[int, float] = {}
-    top5: dict[int, float] = {}
+    accuracy1: dict[int, float] = {}
+    accuracy5: dict[int, float] = {}
     if test_labels is not None:
         num_test = test_features.shape[0]
-        top1 = {k: 100.0 * hits1[k] / num_test for k in ks}
-        top5 = {k: 100.0 * hits5[k] / num_test for k in ks}
+        accuracy1 = {k: 100.0 * hits1[k] / num_test for k in ks}
+        accuracy5 = {k: 100.0 * hits5[k] / num_test for k in ks}
     return KNNResult(
-        top1=top1, top5=top5, predictions={k: torch.cat(p) for k, p in predictions.items()}
+        top1=accuracy1,
+        top5=accuracy5,
+        predictions={k: torch.cat(p) for k, p in predictions.items()},
     )
 
 

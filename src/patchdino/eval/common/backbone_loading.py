@@ -56,7 +56,7 @@ class LoadedBackbone(NamedTuple):
         backbone: the network, on the requested device, without gradients.
         config: the configuration the architecture was built from. ``data.kind`` is the kind
             of data the weights were trained on when the source records it, so that
-            :func:`patchdino.train.build.normalisation` gives the training statistics.
+            :func:`patchdino.data.datasets.kinds.normalisation` gives the training statistics.
         in_chans: input channels the backbone expects.
     """
 

@@ -195,13 +195,14 @@ def segment_sequence(
     return SequenceResult(sequence.name, scores, len(sequence.frames), size, seconds)
 
 
-def _number(value: float) -> float | None:
-    """JSON-safe: NaN becomes None (null)."""
-    return None if math.isnan(value) else round(value, 6)
+def _percent(value: float) -> float | None:
+    """A score in ``[0, 1]`` as a JSON-safe percentage (NaN becomes None, i.e. null)."""
+    return None if math.isnan(value) else round(100 * value, 6)
 
 
 def results_record(results: Sequence[SequenceResult]) -> dict[str, object]:
-    """Per-sequence and overall scores, as written to ``results.json``.
+    """Per-sequence and overall scores, as written to ``results.json``, in percent (as every
+    result file of the command line reports its scores; the scores themselves are fractions).
 
     Overall means are over all objects of all scored sequences (the DAVIS convention);
     ``sequence_mean`` averages the sequences' own means instead.
@@ -213,11 +214,11 @@ def results_record(results: Sequence[SequenceResult]) -> dict[str, object]:
     for result in results:
         s = result.scores
         sequences[result.name] = {
-            "J_mean": _number(s.j_mean),
-            "F_mean": _number(s.f_mean),
-            "JF_mean": _number(s.jf_mean),
+            "J_mean": _percent(s.j_mean),
+            "F_mean": _percent(s.f_mean),
+            "JF_mean": _percent(s.jf_mean),
             "objects": {
-                str(obj): {"J": _number(j), "F": _number(f)}
+                str(obj): {"J": _percent(j), "F": _percent(f)}
                 for obj, j, f in zip(s.objects, s.j, s.f, strict=True)
             },
             "num_frames": result.num_frames,
@@ -232,10 +233,10 @@ def results_record(results: Sequence[SequenceResult]) -> dict[str, object]:
     j_mean = sum(j_all) / len(j_all) if j_all else float("nan")
     f_mean = sum(f_all) / len(f_all) if f_all else float("nan")
     overall = {
-        "J_mean": _number(j_mean),
-        "F_mean": _number(f_mean),
-        "JF_mean": _number((j_mean + f_mean) / 2),
-        "sequence_mean_JF": _number(
+        "J_mean": _percent(j_mean),
+        "F_mean": _percent(f_mean),
+        "JF_mean": _percent((j_mean + f_mean) / 2),
+        "sequence_mean_JF": _percent(
             sum(per_sequence) / len(per_sequence) if per_sequence else float("nan")
         ),
         "num_objects": len(j_all),
