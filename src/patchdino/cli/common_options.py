@@ -59,7 +59,8 @@ def add_network_arguments(
         required=required,
         metavar=choices,
         help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        f"export, 'random' (the architecture of --config with random weights){baseline}",
+        "export or its model folder (export --format hf), 'random' (the architecture of "
+        f"--config with random weights){baseline}",
     )
     parser.add_argument(
         "--config",

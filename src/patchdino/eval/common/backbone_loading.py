@@ -43,6 +43,9 @@ timm's ``VisionTransformer``."""
 PREFIXED_EXPORT_FORMAT = "patchdino-backbone-v1"
 """Earlier exports, whose tensors are named as in :class:`Backbone` (``model.`` prefix); still
 read."""
+MODEL_FOLDER_WEIGHTS = "model.safetensors"
+"""The export's file name in a model folder (``patchdino export --format hf``), the name timm
+and the Hugging Face hub look for first."""
 
 
 class BackboneLoadError(InputError):
@@ -151,7 +154,8 @@ def load_backbone(
 
 
 def read_weights(weights: str | Path, key: str = "teacher") -> StoredWeights:
-    """Read the ``key`` backbone of a checkpoint (or run folder), or an exported backbone.
+    """Read the ``key`` backbone of a checkpoint (or run folder), or an exported backbone (a
+    ``.safetensors`` file or a model folder holding one as :data:`MODEL_FOLDER_WEIGHTS`).
 
     Raises:
         BackboneLoadError: see :func:`load_backbone`.
@@ -160,10 +164,13 @@ def read_weights(weights: str | Path, key: str = "teacher") -> StoredWeights:
     path = Path(weights)
     if path.is_dir() and (path / CHECKPOINT_NAME).is_file():
         path = path / CHECKPOINT_NAME
+    elif path.is_dir() and (path / MODEL_FOLDER_WEIGHTS).is_file():
+        path = path / MODEL_FOLDER_WEIGHTS
     if not path.is_file():
         raise BackboneLoadError(
             f"weights file {path} does not exist; give a checkpoint.pt written by "
-            "'patchdino pretrain', its run folder, a .safetensors export, or 'random'"
+            "'patchdino pretrain', its run folder, a .safetensors export (or its model "
+            "folder), or 'random'"
         )
     if path.suffix == ".safetensors":
         return _read_export(path)

@@ -26,6 +26,7 @@ needed to use it without patchdino:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from patchdino.eval.common.backbone_loading import (
     StoredWeights,
     read_weights,
 )
+from patchdino.eval.common.transform import EvalTransform
 
 TIMM_PREFIX = "model."
 """Prefix of the timm model's tensors in :class:`~patchdino.models.Backbone` state dicts."""
@@ -79,36 +81,39 @@ def timm_architecture(stored: StoredWeights) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-def export_backbone(
-    checkpoint: str | Path,
-    output: str | Path,
-    key: str = "teacher",
-    dtype: torch.dtype = torch.float32,
-) -> Path:
-    """Write the ``key`` backbone of ``checkpoint`` to ``output`` (a ``.safetensors`` file).
+@dataclass(frozen=True)
+class Export:
+    """What an export holds, before it is written.
 
-    Args:
-        checkpoint: a ``checkpoint.pt`` written by ``patchdino pretrain`` or its run folder.
-        output: destination file; must end in ``.safetensors``. Its folder is created.
-        key: ``"teacher"`` (the usual choice for evaluation) or ``"student"``.
-        dtype: floating dtype of the stored tensors.
+    Attributes:
+        tensors: the backbone's tensors under timm's names, in the export's dtype.
+        metadata: the ``.safetensors`` metadata (strings), as the module docstring lists.
+        stored: the weights as read from the checkpoint.
+        timm_name: the timm model name that rebuilds the architecture.
+        timm_kwargs: its keyword arguments (with ``num_classes=0``, the network's output is
+            the CLS feature).
+        transform: the evaluation transform of the weights.
+    """
 
-    Returns:
-        The path written.
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    stored: StoredWeights
+    timm_name: str
+    timm_kwargs: dict[str, Any]
+    transform: EvalTransform
+
+
+def prepare_export(
+    checkpoint: str | Path, key: str = "teacher", dtype: torch.dtype = torch.float32
+) -> Export:
+    """Read the ``key`` backbone of ``checkpoint`` and lay it out as an export.
 
     Raises:
-        BackboneLoadError: the checkpoint cannot be read, is already an export, or
-            ``output`` has another suffix.
+        BackboneLoadError: the checkpoint cannot be read or is already an export.
     """
-    from safetensors.torch import save_file
-
     from patchdino.data.datasets import normalisation
     from patchdino.eval.common.eval_data import eval_mode
-    from patchdino.eval.common.transform import EvalTransform
 
-    output = Path(output)
-    if output.suffix != ".safetensors":
-        raise BackboneLoadError(f"export file {output} must end in .safetensors")
     if Path(checkpoint).suffix == ".safetensors":
         raise BackboneLoadError(f"{checkpoint} is already an export; give a checkpoint.pt")
     stored = read_weights(checkpoint, key)
@@ -135,6 +140,40 @@ def export_backbone(
         "checkpoint_key": key,
         "step": str(stored.step),
     }
+    return Export(tensors, metadata, stored, name, kwargs, transform)
+
+
+def save_export(export: Export, output: str | Path) -> Path:
+    """Write ``export`` as one ``.safetensors`` file (its folder is created)."""
+    from safetensors.torch import save_file
+
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(output), metadata=metadata)
+    save_file(export.tensors, str(output), metadata=export.metadata)
     return output
+
+
+def export_backbone(
+    checkpoint: str | Path,
+    output: str | Path,
+    key: str = "teacher",
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write the ``key`` backbone of ``checkpoint`` to ``output`` (a ``.safetensors`` file).
+
+    Args:
+        checkpoint: a ``checkpoint.pt`` written by ``patchdino pretrain`` or its run folder.
+        output: destination file; must end in ``.safetensors``. Its folder is created.
+        key: ``"teacher"`` (the usual choice for evaluation) or ``"student"``.
+        dtype: floating dtype of the stored tensors.
+
+    Returns:
+        The path written.
+
+    Raises:
+        BackboneLoadError: the checkpoint cannot be read, is already an export, or
+            ``output`` has another suffix.
+    """
+    if Path(output).suffix != ".safetensors":
+        raise BackboneLoadError(f"export file {output} must end in .safetensors")
+    return save_export(prepare_export(checkpoint, key, dtype), output)

@@ -76,6 +76,8 @@ class EvalTransform:
         self.image_size = int(image_size)
         self.mode = mode
         self.channels = len(mean)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
         self.canvas = file_canvas(self.image_size, canvas) if mode == "center_crop" else None
         self.normalise = Normalise(mean, std)
 
@@ -121,8 +123,8 @@ class EvalTransform:
             "mode": self.mode,
             "image_size": self.image_size,
             "channels": self.channels,
-            "mean": self.normalise.mean.flatten().tolist(),
-            "std": self.normalise.std.flatten().tolist(),
+            "mean": list(self.mean),
+            "std": list(self.std),
         }
         if self.mode == "center_crop":
             record |= {
