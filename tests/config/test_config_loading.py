@@ -83,6 +83,8 @@ def test_config_error_message_lists_every_problem() -> None:
         ("optim.weight_decay=-0.1", "optim.weight_decay and weight_decay_end must be >= 0"),
         ("optim.accumulation=1.5", "optim.accumulation: expected an integer, got 1.5"),
         ("run.max_steps=0", "run.max_steps must be > 0"),
+        ("run.cpu_threads=0", "run.cpu_threads must be >= 1 or null, got 0"),
+        ("run.cpu_threads=two", "run.cpu_threads: expected an integer"),
         ("run.deterministic=maybe", "run.deterministic: expected true or false"),
         ("run.device=gpu", "run.device 'gpu' is not auto, cpu, cuda or cuda:N"),
         ("data.channels=2", "data.channels must be 1, 3 or null"),

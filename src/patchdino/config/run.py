@@ -83,6 +83,11 @@ class RunConfig(Section):
     """Ask torch for deterministic algorithms (slower on GPUs)."""
     on_nonfinite: NonFinitePolicy = "stop"
     """stop | skip: what to do with a non-finite loss."""
+    cpu_threads: int | None = None
+    """CPU threads of the training step. None (the default): adapt on a CPU device, every
+    2 s, to the cores other processes leave free (all of torch's threads alone, one fewer
+    per core another busy process holds, at least one); on CUDA, torch's own choice. N:
+    exactly N (torch.set_num_threads). OMP_NUM_THREADS caps the adaptive choice."""
     pipeline: PipelineMode = "auto"
     """ahead: make each step's batch, views, matches and pair plan one step ahead on a
     background thread (a side CUDA stream), beside the model step | serial: in the step |
@@ -97,6 +102,8 @@ class RunConfig(Section):
                 f"{prefix}dist_timeout": self.dist_timeout,
             }
         )
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            problems.append(f"{prefix}cpu_threads must be >= 1 or null, got {self.cpu_threads}")
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append(f"{prefix}max_steps must be > 0, got {self.max_steps}")
         problems += logger_problems(f"{prefix}loggers", self.loggers)

@@ -59,6 +59,7 @@ from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import Schedules, ScheduleValues
 from patchdino.train.signals import HANDLED_SIGNALS, StopRequest
 from patchdino.train.step import forward_backward, optimiser_step
+from patchdino.train.threads import FIRST_INTERVAL_S, CpuThreads
 from patchdino.viz.curves import plot_loss_curves
 
 
@@ -145,6 +146,8 @@ class Trainer:
         self.ctx = distributed.init_distributed(self.device, config.run.dist_timeout)
         if config.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+        # Measuring from here, the first step already has threads fit for the machine's load.
+        self.threads = CpuThreads(config.run.cpu_threads, adapt=self.device.type == "cpu")
         self._prepare_data()
         self._prepare_model()
         self._resumed_at = (0, 0)  # (optimiser step, stream micro-step) the run started from
@@ -377,6 +380,8 @@ class Trainer:
             self.device,
             enabled=makes_ahead(config.run.pipeline, self.device),
         )
+        threads = self.threads
+        threads.update(min_interval=FIRST_INTERVAL_S)
         self.step_module.train()
         stopped_by: str | None = None
         interrupted = False
@@ -403,12 +408,14 @@ class Trainer:
                         step_seconds=seconds,
                         nonfinite_skipped=skipped,
                         bad_images=_bad_image_count(self.dataset),
+                        cpu_threads=threads.threads,
                     )
                     loggers.log(record, step)
                     if bar is not None:
                         bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 if bar is not None:
                     bar.update(1)
+                threads.update()
                 stopped_by = _agree(stop.signal_name, self.device)
                 if step % config.run.save_every == 0 or step == end or stopped_by:
                     loggers.flush()  # what was logged up to the checkpoint survives a kill
@@ -437,6 +444,7 @@ class Trainer:
             inputs.close()  # the item in flight is finished before the batches close
             batches.close()  # stops the loader workers now, however the loop ended
             stop.restore()
+            threads.restore()
             if bar is not None:
                 bar.close()
             loggers.close()  # before the curves are drawn from metrics.jsonl
