@@ -142,10 +142,11 @@ def attention_figure(
     pictures = _pictures(images)
 
     num_rows, num_cols = images.shape[0], 1 + maps.shape[1]
+    fig_width = cell_inches * num_cols + _BAR_INCHES  # the panels and the colour bar
     figure, axes = plt.subplots(
         num_rows,
         num_cols,
-        figsize=(cell_inches * num_cols, cell_inches * num_rows),
+        figsize=(fig_width, cell_inches * num_rows),
         squeeze=False,
     )
     for row in range(num_rows):
@@ -167,8 +168,6 @@ def attention_figure(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig_width = cell_inches * num_cols + _BAR_INCHES
-    figure.set_size_inches(fig_width, cell_inches * num_rows)
     panels_right = 1.0 - _BAR_INCHES / fig_width
     figure.tight_layout(rect=(0.0, 0.0, panels_right, 1.0))
     scale = plt.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(vmin=0, vmax=1))

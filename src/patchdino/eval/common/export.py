@@ -87,20 +87,39 @@ class Export:
 
     Attributes:
         tensors: the backbone's tensors under timm's names, in the export's dtype.
-        metadata: the ``.safetensors`` metadata (strings), as the module docstring lists.
         stored: the weights as read from the checkpoint.
+        key: the network exported, ``"teacher"`` or ``"student"``.
         timm_name: the timm model name that rebuilds the architecture.
         timm_kwargs: its keyword arguments (with ``num_classes=0``, the network's output is
             the CLS feature).
-        transform: the evaluation transform of the weights.
+        transform: the evaluation transform of the weights (its mean and std are the
+            training normalisation).
     """
 
     tensors: dict[str, torch.Tensor]
-    metadata: dict[str, str]
     stored: StoredWeights
+    key: str
     timm_name: str
     timm_kwargs: dict[str, Any]
     transform: EvalTransform
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The ``.safetensors`` metadata (strings), as the module docstring lists."""
+        config = self.stored.config
+        return {
+            "format": EXPORT_FORMAT,
+            "timm_model": self.timm_name,
+            "timm_kwargs": json.dumps(self.timm_kwargs),
+            "mean": json.dumps(list(self.transform.mean)),
+            "std": json.dumps(list(self.transform.std)),
+            "eval_transform": json.dumps(self.transform.to_dict()),
+            "config": json.dumps(config.to_dict()),
+            "in_chans": str(self.stored.in_chans),
+            "data_kind": config.data.kind,
+            "checkpoint_key": self.key,
+            "step": str(self.stored.step),
+        }
 
 
 def prepare_export(
@@ -127,20 +146,7 @@ def prepare_export(
     transform = EvalTransform(
         config.views.global_size, mean, std, eval_mode(config.data.kind), config.data.canvas
     )
-    metadata = {
-        "format": EXPORT_FORMAT,
-        "timm_model": name,
-        "timm_kwargs": json.dumps(kwargs),
-        "mean": json.dumps(list(mean)),
-        "std": json.dumps(list(std)),
-        "eval_transform": json.dumps(transform.to_dict()),
-        "config": json.dumps(config.to_dict()),
-        "in_chans": str(stored.in_chans),
-        "data_kind": config.data.kind,
-        "checkpoint_key": key,
-        "step": str(stored.step),
-    }
-    return Export(tensors, metadata, stored, name, kwargs, transform)
+    return Export(tensors, stored, key, name, kwargs, transform)
 
 
 def save_export(export: Export, output: str | Path) -> Path:

@@ -39,7 +39,11 @@ from typing import Any
 
 import torch
 
-from patchdino.eval.common.backbone_loading import MODEL_FOLDER_WEIGHTS, BackboneLoadError
+from patchdino.eval.common.backbone_loading import (
+    EXPORT_FORMAT,
+    MODEL_FOLDER_WEIGHTS,
+    BackboneLoadError,
+)
 from patchdino.eval.common.export import Export, prepare_export, save_export
 from patchdino.eval.common.transform import EvalTransform
 
@@ -90,7 +94,6 @@ def hf_config(export: Export) -> dict[str, Any]:
         "first_conv": "patch_embed.proj",
         "classifier": "head",
     }
-    meta = export.metadata
     return {
         "architecture": export.timm_name,
         "num_classes": 0,
@@ -99,9 +102,9 @@ def hf_config(export: Export) -> dict[str, Any]:
         "model_args": model_args,
         "pretrained_cfg": pretrained_cfg,
         "patchdino": {
-            "format": meta["format"],
-            "data_kind": meta["data_kind"],
-            "checkpoint_key": meta["checkpoint_key"],
+            "format": EXPORT_FORMAT,
+            "data_kind": export.stored.config.data.kind,
+            "checkpoint_key": export.key,
             "step": export.stored.step,
             "eval_transform": export.transform.to_dict(),
         },
@@ -148,7 +151,7 @@ def model_card(export: Export, config: dict[str, Any], results: dict[str, Any]) 
         "- patchdino",
         "---",
         "",
-        f"# {arch}, {export.metadata['checkpoint_key']} of a patchdino pretraining",
+        f"# {arch}, {export.key} of a patchdino pretraining",
         "",
         "A Vision Transformer backbone pretrained without labels by local-global "
         "self-distillation (DINO with a loss between matched patches of different views), "
@@ -182,7 +185,7 @@ def model_card(export: Export, config: dict[str, Any], results: dict[str, Any]) 
         "",
         f"- data: kind `{train_config.data.kind}`, {stored.in_chans} channel(s)",
         f"- step: {stored.step if stored.step >= 0 else 'unknown'}",
-        f"- weights: the {export.metadata['checkpoint_key']} network",
+        f"- weights: the {export.key} network",
         "",
         "The run's configuration:",
         "",
