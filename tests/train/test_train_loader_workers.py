@@ -162,6 +162,37 @@ def worker_pids(pid: int) -> list[int]:
     return found
 
 
+def test_a_worker_that_dies_during_a_save_stops_the_run_after_the_checkpoint(
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The loader's SIGCHLD handler raises the moment a worker dies; a save it interrupted
+    would leave no checkpoint of the step. The death is taken after the save instead."""
+    save = trainer_module.save_checkpoint
+    killed: list[int] = []
+
+    def kill_a_worker_then_save(*args: object, **kwargs: object) -> object:
+        if not killed:
+            killed.append(worker_pids(os.getpid())[0])
+            os.kill(killed[0], signal.SIGKILL)
+            while Path(f"/proc/{killed[0]}/stat").read_text().split(") ")[-1][0] != "Z":
+                pass  # dead (a zombie until the loader reaps it): SIGCHLD has been sent
+            os.sched_yield()
+        return save(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", kill_a_worker_then_save)
+    out = tmp_path / "run"
+    with single_thread():
+        code = run_cli(cli_args(photos, out, TOTAL, "--save-every", "2", WORKERS))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"a data loader worker (pid {killed[0]}) was killed by signal SIGKILL" in err
+    assert f"{out / 'checkpoint.pt'} still holds the last good state, step 2" in err
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+
+
 @pytest.mark.parametrize("pipeline", ["serial", "ahead"])
 def test_a_killed_loader_worker_stops_in_one_line_and_the_rerun_resumes_exactly(
     pipeline: str, photos: Path, uninterrupted: Path, tmp_path: Path

@@ -8,12 +8,19 @@ Only the main process acts on them: its loader workers ignore them
 process when the run ends.
 
 A second Ctrl-C stops at once (``KeyboardInterrupt``), without saving the current step.
+
+A checkpoint is written whole or not at all: :func:`deferred_signal` holds a signal whose
+Python handler raises (the data loader's SIGCHLD handler, which raises as soon as a loader
+worker dies) until the save is done, so that the death of a worker during a save stops the
+run after it, with the checkpoint on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -22,6 +29,8 @@ INTERRUPT = "SIGINT"
 """Ctrl-C: the first saves the current step and exits with code 130; a second stops at once."""
 HANDLED_SIGNALS = (*STOP_SIGNALS, INTERRUPT)
 """Every signal the training process handles itself (and its loader workers ignore)."""
+WORKER_EXIT: int | None = getattr(signal, "SIGCHLD", None)
+"""The signal by which a loader worker's death reaches the main process (none on Windows)."""
 
 
 def stop_exit_code(signal_name: str) -> int:
@@ -59,3 +68,30 @@ class StopRequest:
         for number, handler in self._previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]
         self._previous.clear()
+
+
+@contextlib.contextmanager
+def deferred_signal(number: int | None) -> Iterator[None]:
+    """Run the block with ``number``'s Python handler held back, then call it once if the
+    signal arrived meanwhile (its exception, if any, is raised when the block ends).
+
+    Only in the main thread, where Python runs signal handlers; elsewhere the block runs as
+    it is, as it does for ``None`` (a signal the platform lacks). A handler that is not a
+    Python function (default, ignored) is left alone.
+    """
+    handler = None if number is None else signal.getsignal(number)
+    if (
+        number is None
+        or threading.current_thread() is not threading.main_thread()
+        or not callable(handler)
+    ):
+        yield
+        return
+    arrived: list[FrameType | None] = []
+    signal.signal(number, lambda _number, frame: arrived.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(number, handler)
+    if arrived:
+        handler(number, arrived[-1])

@@ -57,7 +57,7 @@ from patchdino.train.loggers import open_loggers, require_logger_packages
 from patchdino.train.metrics import read_metrics
 from patchdino.train.optim import build_optimizer
 from patchdino.train.schedules import Schedules, ScheduleValues
-from patchdino.train.signals import HANDLED_SIGNALS, StopRequest
+from patchdino.train.signals import HANDLED_SIGNALS, WORKER_EXIT, StopRequest, deferred_signal
 from patchdino.train.step import forward_backward, optimiser_step
 from patchdino.train.threads import FIRST_INTERVAL_S, CpuThreads
 from patchdino.viz.curves import plot_loss_curves
@@ -193,7 +193,7 @@ class Trainer:
     def _prepare_model(self) -> None:
         config = self.config
         self.step_module = build_step(config, self.channels, self.device)
-        self.optimizer = build_optimizer(self.step_module.model.student)
+        self.optimizer = build_optimizer(self.step_module.model.student, config.optim.adamw)
         self.forward: torch.nn.Module = self.step_module
         if self.ctx.enabled:
             self.forward = distributed.wrap_model(
@@ -311,15 +311,17 @@ class Trainer:
             self.notes(f"starting from the backbone of {init.source}")
 
     def _save(self, step: int, skipped: int) -> None:
-        if self.ctx.is_main:
-            save_checkpoint(
-                self._state(step, skipped),
-                self.checkpoint_path,
-                step=step,
-                keep=self.config.run.keep_checkpoints,
-            )
-        distributed.barrier()
-        self.saved_step = step
+        # a loader worker that dies meanwhile stops the run after the save, not inside it
+        with deferred_signal(WORKER_EXIT):
+            if self.ctx.is_main:
+                save_checkpoint(
+                    self._state(step, skipped),
+                    self.checkpoint_path,
+                    step=step,
+                    keep=self.config.run.keep_checkpoints,
+                )
+            distributed.barrier()
+            self.saved_step = step
 
     def checkpoint_note(self) -> str:
         """Where a rerun resumes: ``"runs/x/checkpoint.pt still holds the last good state,
