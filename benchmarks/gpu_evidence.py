@@ -77,6 +77,10 @@ KERNEL_ROWS = [
 """The ``patch`` row with each other ``loss.kernel`` (the ``patch`` row itself uses ``auto``,
 :func:`patchdino.losses.kernel.resolve_kernel`), as ``--variant`` rows."""
 
+STEP_ROWS = ["fused_adamw:optim.adamw=fused"]
+"""The ``patch`` row with another way of running the step's own work, as ``--variant`` rows
+(out_dim 65,536 only)."""
+
 QUALITY_VARIANTS = ("dino", "grid", "nearest")
 QUALITY_SEEDS = (0, 1, 2)
 QUALITY_RECIPE = ["optim.batch_size=512", "optim.lr=0.0015", "optim.warmup_epochs=1"]
@@ -420,10 +424,11 @@ def bench_commands(ctx: Context) -> dict[str, list[str]]:
         size = [*PAPER, "--steps", "10", "--warmup", "3"]
         models = {"k65536": ["model.out_dim=65536"], "k10000": ["model.out_dim=10000"]}
     variants = [arg for v in [*KERNEL_ROWS, *CHEAPER] for arg in ("--variant", v)]
+    step_rows = [arg for v in STEP_ROWS for arg in ("--variant", v)]
     every = "cls,patch,reference,pipeline,end2end"
     compiled = "patch" if ctx.dry_run else "patch,end2end"  # compiling on a CPU takes long
     return {
-        "k65536": [*base, *size, "--modes", every, *variants, *models["k65536"]],
+        "k65536": [*base, *size, "--modes", every, *variants, *step_rows, *models["k65536"]],
         "k10000": [*base, *size, "--modes", "cls,patch,reference", *variants, *models["k10000"]],
         "compile": [*base, *size, "--compile", "--modes", compiled, *models["k65536"]],
     }
@@ -479,7 +484,7 @@ def stage_throughput(ctx: Context) -> dict[str, Any]:
 def _short_row(row: dict[str, Any]) -> dict[str, Any]:
     keys = ["status", "ms_per_step_median", "ms_per_step_min", "images_per_s"]
     keys += ["peak_memory_bytes", "head_tokens_per_image", "matched_patches", "overrides"]
-    keys += ["tflops_per_s", "mfu"]
+    keys += ["tflops_per_s", "mfu", "host_syncs"]
     return {k: row.get(k) for k in keys}
 
 
@@ -768,12 +773,12 @@ def bench_table(rows: dict[str, Any]) -> list[str]:
     cls = rows.get("cls", {}).get("ms_per_step_median")
     lines = [
         "| row | img/s | ms/step (median) | peak memory (GiB) | head tokens / img | vs `cls` "
-        "| MFU |"
+        "| MFU | host syncs / step |"
     ]
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in rows.items():
         if row.get("status") != "ok":
-            lines.append(f"| `{name}` | {row.get('status')} | - | - | - | - | - |")
+            lines.append(f"| `{name}` | {row.get('status')} | - | - | - | - | - | - |")
             continue
         mfu = row.get("mfu")
         ms = row.get("ms_per_step_median")
@@ -783,7 +788,7 @@ def bench_table(rows: dict[str, Any]) -> list[str]:
             f"| `{name}` | {_fmt(row.get('images_per_s'), 0)} | {_fmt(ms)} | "
             f"{_fmt(memory / 2**30 if memory else None, 2)} | "
             f"{_fmt(row.get('head_tokens_per_image'))} | {_fmt(ratio, 2)} | "
-            f"{'-' if mfu is None else f'{100 * mfu:.1f}%'} |"
+            f"{'-' if mfu is None else f'{100 * mfu:.1f}%'} | {_fmt(row.get('host_syncs'))} |"
         )
     return lines
 

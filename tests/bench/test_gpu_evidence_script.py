@@ -198,6 +198,7 @@ def test_dry_run_runs_every_stage_on_the_cpu(kit: ModuleType, tmp_path: Path) ->
         "patch",
         "kernel_triton",
         "kernel_chunked",
+        "fused_adamw",
         "pairs16",
         "pairs8",
         "narrow",

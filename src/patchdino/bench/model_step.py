@@ -49,7 +49,7 @@ class TrainingStep:
         self.module.train()
         self.config = config
         self.device = device
-        self.optimizer = build_optimizer(self.model.student)
+        self.optimizer = build_optimizer(self.model.student, config.optim.adamw)
         o = config.optim
         self.values = ScheduleValues(
             lr=o.lr * o.batch_size / 256,

@@ -83,6 +83,12 @@ def format_report(result: BenchResult) -> str:
                 f"  {r.name}: {(r.flops_per_step or 0) / 1e12:.3f} TFLOP/step, "
                 f"{r.tflops_per_s:.3f} TFLOP/s{mfu}"
             )
+    synced = [r for r in result.rows if r.ok and r.host_syncs is not None]
+    if synced:
+        lines.append("host syncs per step (patchdino.bench.syncs):")
+        for r in synced:
+            kinds = ", ".join(f"{k} {n}" for k, n in (r.host_syncs or {}).items())
+            lines.append(f"  {r.name}: {r.host_sync_count}" + (f" ({kinds})" if kinds else ""))
     ratios = result.ratios()
     if ratios:
         lines.append("ratios:")

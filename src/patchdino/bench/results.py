@@ -29,6 +29,7 @@ class BenchRow:
         flops_per_step: FLOPs one step dispatches (:mod:`patchdino.bench.flops`; model and
             end-to-end rows).
         peak_flops: the device's dense peak at the row's precision, when known (for MFU).
+        host_syncs: host synchronisations of one step by kind (:mod:`patchdino.bench.syncs`).
     """
 
     name: str
@@ -44,6 +45,12 @@ class BenchRow:
     matched_patches: float | None = None
     flops_per_step: float | None = None
     peak_flops: float | None = None
+    host_syncs: dict[str, int] | None = None
+
+    @property
+    def host_sync_count(self) -> int | None:
+        """Host synchronisations of one step, all kinds together."""
+        return None if self.host_syncs is None else sum(self.host_syncs.values())
 
     @property
     def tflops_per_s(self) -> float | None:
@@ -102,6 +109,8 @@ class BenchRow:
             "flops_per_step": self.flops_per_step,
             "tflops_per_s": self.tflops_per_s,
             "mfu": self.mfu,
+            "host_syncs": self.host_sync_count,
+            "host_syncs_by_kind": self.host_syncs,
             "step_seconds": self.step_seconds,
             "cpu_seconds": self.cpu_seconds,
         }

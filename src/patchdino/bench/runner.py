@@ -23,6 +23,7 @@ from patchdino.bench.memory import PeakMemory
 from patchdino.bench.model_step import TrainingStep
 from patchdino.bench.pipeline import InputPipeline, synthetic_canvas
 from patchdino.bench.results import OOM, BenchResult, BenchRow
+from patchdino.bench.syncs import count_host_syncs
 from patchdino.losses import PairPlan
 from patchdino.precision import effective_precision
 from patchdino.train.ahead import Ahead, makes_ahead
@@ -92,8 +93,15 @@ def run_case(case: BenchCase, settings: BenchSettings, memory: PeakMemory) -> Be
                 run, settings.steps, settings.warmup, device
             )
             row.peak_memory_bytes = memory.peak_bytes()
+            counted = settings.warmup + settings.steps  # the index of each step counted after
+            # end2end's producer thread would be counted with it: its parts are the pipeline
+            # and model rows
+            if case.kind != "end2end" and (device.type == "cuda" or not config.run.compile):
+                syncs = count_host_syncs(lambda: run(counted), device)
+                row.host_syncs = dict(sorted(syncs.items()))
+                counted += 1
             if case.kind != "pipeline" and not config.run.compile:  # one more step, counted
-                row.flops_per_step = count_flops(lambda: run(settings.warmup + settings.steps))
+                row.flops_per_step = count_flops(lambda: run(counted))
                 precision = effective_precision(config.run.precision, device)
                 name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
                 row.peak_flops = peak_flops(name, precision)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from patchdino.config.checks import positive_problems
 from patchdino.config.section import Section
+
+AdamWUpdate = Literal["foreach", "fused"]
+"""How the AdamW update runs (:func:`patchdino.train.optim.build_optimizer`)."""
 
 
 @dataclass
@@ -34,6 +38,10 @@ class OptimConfig(Section):
     """Epochs during which the head's last layer is not updated."""
     accumulation: int = 1
     """Gradient accumulation steps per optimiser step."""
+    adamw: AdamWUpdate = "foreach"
+    """foreach: PyTorch's multi-tensor AdamW update (a few calls for all parameters) | fused:
+    one fused kernel per parameter group (CUDA and CPU; its step counters live on the
+    device, so it reads nothing back). The same arithmetic to float rounding."""
 
     def rules(self, prefix: str) -> list[str]:
         problems = positive_problems(

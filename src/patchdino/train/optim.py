@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from patchdino.config.optim import AdamWUpdate
 from patchdino.train.schedules import ScheduleValues
 
 
@@ -31,13 +32,23 @@ def parameter_groups(model: nn.Module) -> list[dict[str, object]]:
     ]
 
 
-def build_optimizer(model: nn.Module) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, update: AdamWUpdate = "foreach") -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters; lr and wd are set per step.
 
-    The multi-tensor (``foreach``) update on every device: the same arithmetic as the
-    per-parameter loop, in a few calls instead of about ten per parameter tensor.
+    Args:
+        model: its trainable parameters are optimised, in :func:`parameter_groups`.
+        update: ``foreach``, the multi-tensor update (the same arithmetic as the
+            per-parameter loop, in a few calls instead of about ten per parameter tensor),
+            or ``fused``, PyTorch's fused kernel (``optim.adamw``).
     """
-    return torch.optim.AdamW(parameter_groups(model), lr=0.0, weight_decay=0.0, foreach=True)
+    fused = update == "fused"
+    return torch.optim.AdamW(
+        parameter_groups(model),
+        lr=0.0,
+        weight_decay=0.0,
+        foreach=None if fused else True,
+        fused=fused or None,
+    )
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, values: ScheduleValues) -> None:
