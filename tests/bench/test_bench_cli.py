@@ -13,6 +13,7 @@ from patchdino.bench.model_step import TrainingStep
 from patchdino.bench.results import BenchResult, BenchRow
 from patchdino.cli.main import main
 from patchdino.data.batch import MultiCropBatch
+from tiny_config import TINY_BENCH_OVERRIDES
 
 TINY = [
     "--device",
@@ -105,17 +106,7 @@ def test_out_of_memory_marks_the_row_and_the_run_goes_on(monkeypatch: pytest.Mon
         return original(self, batch, plan)
 
     monkeypatch.setattr(TrainingStep, "__call__", fail_on_reference)
-    tiny = [
-        "model.arch=vit_pico",
-        "model.patch_size=4",
-        "views.global_size=16",
-        "views.local_size=8",
-        "views.num_local=2",
-        "model.out_dim=32",
-        "optim.batch_size=2",
-        *TINY_HEAD,
-    ]
-    cases = make_cases(["cls", "reference", "patch"], tiny)
+    cases = make_cases(["cls", "reference", "patch"], TINY_BENCH_OVERRIDES)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

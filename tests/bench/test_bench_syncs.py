@@ -7,21 +7,9 @@ import torch
 
 from patchdino.bench import BenchSettings, make_cases, run_bench
 from patchdino.bench.syncs import count_host_syncs
+from tiny_config import TINY_BENCH_OVERRIDES
 
 CPU = torch.device("cpu")
-
-TINY = [
-    "model.arch=vit_pico",
-    "model.patch_size=4",
-    "views.global_size=16",
-    "views.local_size=8",
-    "views.num_local=2",
-    "model.out_dim=32",
-    "model.patch_out_dim=32",
-    "model.hidden_dim=16",
-    "model.bottleneck_dim=8",
-    "optim.batch_size=2",
-]
 
 
 def test_each_kind_of_sync_is_counted_once_per_call() -> None:
@@ -88,7 +76,7 @@ def test_the_methods_are_restored_after_counting() -> None:
 def test_the_bench_model_step_syncs_once_and_the_report_says_so() -> None:
     """The model step's one sync is the gradient norm (``clip_gradients``); the loss, its
     centres and the EMA update read nothing back."""
-    cases = make_cases(["cls", "patch", "pipeline"], TINY)
+    cases = make_cases(["cls", "patch", "pipeline"], TINY_BENCH_OVERRIDES)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
