@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ import torch
 
 from cpu_threads import COMPETITORS
 from gpu_evidence import junit_summary
+from patchdino.bench.runner import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,13 +74,13 @@ def run_suite(
         for other in others:
             other.kill()
             other.wait()
-    stopped = all(other.returncode is not None for other in others)
+    lines = done.stdout.strip().splitlines() or [""]
     return {
         "command": command[:-1],
         "returncode": done.returncode,
         "seconds": round(seconds, 1),
-        "last_line": (done.stdout.strip().splitlines() or [""])[-1],
-        "tail": done.stdout.strip().splitlines()[-tail:],
+        "last_line": lines[-1],
+        "tail": lines[-tail:],
         **summary,
         "load_1min": {
             "samples": len(loads),
@@ -88,13 +88,14 @@ def run_suite(
             "median": statistics.median(loads) if loads else None,
             "max": max(loads, default=None),
         },
-        "competitors_stopped": stopped,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--competitor", choices=[n for n, c in COMPETITORS.items() if c])
+    parser.add_argument(
+        "--competitor", default="torch_2_threads", choices=[n for n, c in COMPETITORS.items() if c]
+    )
     parser.add_argument("--competitors", type=int, default=2, help="how many run beside it")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before the suite")
     parser.add_argument("--sample", type=float, default=15.0, help="seconds between loads")
@@ -103,19 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         "pytest_args", nargs="*", default=["-q", "-m", "not slow", "-p", "no:cacheprovider"]
     )
     args = parser.parse_args(argv)
-    name = args.competitor or "torch_2_threads"
+    name = args.competitor
     competitor = COMPETITORS[name]
     assert competitor is not None
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     suite = run_suite(competitor, args.competitors, args.settle, args.sample, args.pytest_args)
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "machine": {**machine_info(torch.device("cpu")), "python": platform.python_version()},
         "competitor": {"name": name, "command": competitor, "count": args.competitors},
         "started": started,
         "suite": suite,
