@@ -95,6 +95,8 @@ CANDIDATES: dict[str, list[str]] = {
         "loss.terms.koleo.weight=0.1",
         "loss.centring=sinkhorn",
     ],
+    # Register tokens (docs/results.md, "Register tokens").
+    "reg4": ["model.registers=4"],
 }
 """Named candidates; any other setting can be tried with ``--try NAME:key=value,...``."""
 

@@ -80,5 +80,50 @@ def test_bad_arguments() -> None:
     net = create_backbone("vit_pico", img_size=32)
     with pytest.raises(ValueError, match="multiple of the patch size"):
         net(torch.randn(1, 3, 30, 30))
-    with pytest.raises(ValueError, match="prefix tokens"):
-        create_backbone("vit_pico", img_size=32, reg_tokens=2)
+    with pytest.raises(ValueError, match="registers must be >= 0"):
+        create_backbone("vit_pico", img_size=32, registers=-1)
+
+
+@pytest.fixture(scope="module")
+def pico_reg() -> Backbone:
+    torch.manual_seed(0)
+    return create_backbone("vit_pico", patch_size=4, img_size=32, registers=4).eval()
+
+
+def test_register_tokens_follow_cls_in_timms_order(pico_reg: Backbone) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    tokens = pico_reg(x)
+    assert pico_reg.num_prefix_tokens == 5 and pico_reg.num_registers == 4
+    assert tokens.shape == (2, 5 + 16, 32)
+    torch.testing.assert_close(tokens, pico_reg.model.forward_features(x))  # timm's own order
+    # The registers are the learnt reg_token after the blocks: identical input in every image.
+    embedded = pico_reg._embed(x)
+    reg = pico_reg.model.reg_token.expand(2, -1, -1)
+    torch.testing.assert_close(embedded[:, 1:5], reg)
+    patches = pico_reg.patch_tokens(tokens)
+    torch.testing.assert_close(patches, tokens[:, 5:])
+    kept = pico_reg.without_registers(tokens)
+    torch.testing.assert_close(kept, torch.cat([tokens[:, :1], tokens[:, 5:]], dim=1))
+
+
+def test_registers_of_a_timm_reg4_name_and_an_override() -> None:
+    named = create_backbone("vit_small_patch14_reg4_dinov2", img_size=28, depth=1)
+    assert named.num_registers == 4 and named.patch_size == 14
+    assert named(torch.randn(1, 3, 28, 28)).shape == (1, 5 + 4, 384)
+    none = create_backbone("vit_small_patch14_reg4_dinov2", img_size=28, depth=1, registers=0)
+    assert none.num_registers == 0
+    added = create_backbone("vit_tiny_patch16_224", img_size=32, depth=1, registers=2)
+    assert added.num_prefix_tokens == 3
+    assert added.model.pos_embed.shape[1] == 4  # registers get no position (no_embed_class)
+
+
+def test_attention_of_a_register_backbone_covers_every_token(pico_reg: Backbone) -> None:
+    attn = pico_reg.get_last_selfattention(torch.randn(1, 3, 16, 16))
+    assert attn.shape == (1, pico_reg.num_heads, 21, 21)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(1, pico_reg.num_heads, 21))
+
+
+def test_without_registers_is_the_tokens_themselves_without_registers(pico: Backbone) -> None:
+    tokens = torch.randn(2, 17, 32)
+    assert pico.without_registers(tokens) is tokens
+    assert pico.num_prefix_tokens == 1

@@ -125,3 +125,37 @@ def test_phases_wrap_every_phase_in_order(tmp_path: Path) -> None:
         "optimiser",
         "ema",
     ]
+
+
+def test_registers_reach_neither_heads_nor_loss(tmp_path: Path) -> None:
+    """A register backbone's loss gets, per view, the backbone's CLS and patch tokens only."""
+    registers = 3
+    config = tiny_config(tmp_path, "model.drop_path=0.0", f"model.registers={registers}")
+    step = build_step(config, 1).train()
+    augment = build_augmentation(config, (0.5,), (0.25,))
+    batch = augment(
+        torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8),
+        generator=torch.Generator().manual_seed(1),
+    )
+    raw: list[torch.Tensor] = []  # the student backbone's outputs, one per group of views
+    seen: list[list[torch.Tensor]] = []  # the student tokens the loss gets, one per view
+    hooks = [
+        step.model.student.backbone.register_forward_hook(lambda m, i, out: raw.append(out)),
+        step.loss.register_forward_pre_hook(lambda m, args: seen.append(list(args[0]))),
+    ]
+    try:
+        plan = step.plan(batch, torch.Generator().manual_seed(2))
+        forward_backward(step, batch, plan, TEACHER_TEMP, "fp32")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    expected = [
+        view
+        for out in raw  # (n * B, 1 + R + N, D): CLS, registers, patches
+        for view in torch.cat([out[:, :1], out[:, 1 + registers :]], dim=1).split(4)
+    ]
+    assert len(expected) == len(seen[0]) == len(batch.views)
+    for want, got in zip(expected, seen[0]):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    grad = step.model.student.backbone.model.reg_token.grad
+    assert grad is not None and grad.abs().sum() > 0  # registers still shape the patch tokens

@@ -162,6 +162,7 @@ def test_extending_max_steps_continues_on_the_longer_schedule(
         ["loss.centring=sinkhorn", "model.patch_head=separate"],
         ["loss.terms.masked.weight=1", "loss.terms.koleo.weight=0.1", "loss.terms.patch.weight=0"],
         ["loss.terms.masked.weight=1", "loss.terms.masked.probability=1"],
+        ["model.registers=4", "loss.terms.masked.weight=1", "loss.terms.patch.matching=nearest"],
     ],
     ids=[
         "no-patch-loss",
@@ -172,6 +173,7 @@ def test_extending_max_steps_continues_on_the_longer_schedule(
         "sinkhorn",
         "masked-koleo",
         "masked-and-matched",
+        "registers",
     ],
 )
 def test_loss_variants_train(data: Path, tmp_path: Path, overrides: list[str]) -> None:
@@ -193,6 +195,8 @@ def test_loss_variants_train(data: Path, tmp_path: Path, overrides: list[str]) -
         assert "student.backbone.mask_token" in state["model"]
     if config.loss.terms.koleo.weight > 0:
         assert all(math.isfinite(r["loss_koleo"]) for r in records)
+    if config.model.registers:
+        assert state["model"]["student.backbone.model.reg_token"].shape[1] == 4
     if config.loss.centring == "sinkhorn":  # the EMA centres are not used
         assert all(float(c.abs().sum()) == 0 for c in state["loss"].values())
 

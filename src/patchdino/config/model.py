@@ -20,6 +20,9 @@ class ModelConfig(Section):
     """A timm ViT name, or one of patchdino's small custom sizes."""
     patch_size: int = 16
     """ViT patch side in pixels."""
+    registers: int | None = None
+    """Register tokens (Darcet et al. 2024), never matched nor distilled; null keeps the
+    arch's own (4 for timm's ``*_reg4_*`` names, else 0)."""
     drop_path: float = 0.1
     """Stochastic depth rate of the student backbone, in [0, 1)."""
     out_dim: int = 65536
@@ -43,4 +46,8 @@ class ModelConfig(Section):
             }
         )
         drop_path = fraction_problem(f"{prefix}drop_path", self.drop_path, closed=False)
-        return problems + ([drop_path] if drop_path else [])
+        if drop_path:
+            problems.append(drop_path)
+        if self.registers is not None and self.registers < 0:
+            problems.append(f"{prefix}registers must be >= 0 or null, got {self.registers}")
+        return problems

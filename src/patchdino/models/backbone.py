@@ -1,11 +1,14 @@
 """Vision Transformer backbones built with timm, returning every output token.
 
-Any timm ViT name with a single CLS prefix token works (``vit_tiny_patch16_224``,
-``vit_small_patch16_224``, ``vit_base_patch16_224``, ``vit_small_patch8_224``, ...). For small
+Any timm ViT name with a CLS token works (``vit_tiny_patch16_224``, ``vit_small_patch16_224``,
+``vit_small_patch14_dinov2``, ``vit_small_patch14_reg4_dinov2``, ...), with or without register
+tokens (Darcet et al. 2024): the output keeps timm's order, CLS first, then the ``R``
+registers, then the patch tokens (:attr:`Backbone.num_prefix_tokens` is ``1 + R``). For small
 images and fast tests there are custom sizes (:data:`CUSTOM_ARCHS`) and ``"vit_custom"``, whose
-``embed_dim``, ``depth`` and ``num_heads`` are given as keyword arguments. All models are built
-without pretrained weights, without a classifier, and with ``dynamic_img_size=True`` so that
-global and local views of different sizes go through the same network.
+``embed_dim``, ``depth`` and ``num_heads`` are given as keyword arguments; ``registers`` adds
+register tokens to any of them. All models are built without pretrained weights, without a
+classifier, and with ``dynamic_img_size=True`` so that global and local views of different
+sizes go through the same network.
 """
 
 from __future__ import annotations
@@ -35,27 +38,27 @@ class Backbone(nn.Module):
     """A timm Vision Transformer that returns all tokens after the final norm, CLS first.
 
     Args:
-        model: a timm ``VisionTransformer`` with one CLS prefix token and no register tokens.
+        model: a timm ``VisionTransformer`` with a CLS token and any number ``R`` of register
+            tokens (``reg_tokens``).
         mask_token: add a learnt ``(D,)`` mask token (zeros at start, as in DINOv2) that
             replaces the embeddings of masked patches (:meth:`forward` with ``mask``).
 
     Attributes:
         mask_token: ``(1, 1, D)`` parameter, or None.
+        num_prefix_tokens: ``P = 1 + R``, the tokens before the first patch token.
+        num_registers: ``R``.
 
     Raises:
-        ValueError: if the model has no CLS token or has other prefix tokens.
+        ValueError: if the model has no CLS token.
     """
 
     def __init__(self, model: VisionTransformer, mask_token: bool = False) -> None:
         super().__init__()
         if getattr(model, "cls_token", None) is None:
             raise ValueError("the backbone needs a CLS token (class_token=True)")
-        if model.num_prefix_tokens != 1:
-            raise ValueError(
-                f"only a single CLS prefix token is supported, the model has "
-                f"{model.num_prefix_tokens} prefix tokens (register tokens are not supported)"
-            )
         self.model = model
+        self.num_prefix_tokens = int(model.num_prefix_tokens)
+        self.num_registers = self.num_prefix_tokens - 1
         self.embed_dim = int(model.embed_dim)
         self.mask_token: nn.Parameter | None = (
             nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if mask_token else None
@@ -68,6 +71,20 @@ class Backbone(nn.Module):
         """Attention heads of the last block."""
         last: Any = self.model.blocks[-1]
         return int(last.attn.num_heads)
+
+    def patch_tokens(self, tokens: Tensor) -> Tensor:
+        """``(B, P + N, D)`` output tokens to the ``(B, N, D)`` patch tokens (a view)."""
+        return tokens[:, self.num_prefix_tokens :]
+
+    def without_registers(self, tokens: Tensor) -> Tensor:
+        """``(B, P + N, D)`` output tokens to ``(B, 1 + N, D)``: CLS, then the patch tokens.
+
+        What the heads, the loss and patch matching see: registers are never matched nor
+        distilled. Without registers ``tokens`` itself is returned (no copy).
+        """
+        if self.num_registers == 0:
+            return tokens
+        return torch.cat([tokens[:, :1], self.patch_tokens(tokens)], dim=1)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in backward to save memory."""
@@ -82,12 +99,13 @@ class Backbone(nn.Module):
                 (before the position embedding, as in iBOT); None masks nothing.
 
         Returns:
-            ``(B, 1 + N, D)`` tokens after the final norm, CLS first, then the
-            ``N = (H / p) * (W / p)`` patch tokens in row-major order.
+            ``(B, P + N, D)`` tokens after the final norm in timm's order: CLS, the ``R``
+            register tokens, then the ``N = (H / p) * (W / p)`` patch tokens in row-major
+            order (``P = 1 + R``).
         """
         self._check_input(x)
         if mask is None:
-            return self.model.forward_features(x)  # (B, 1 + N, D)
+            return self.model.forward_features(x)  # (B, P + N, D)
         if self.mask_token is None:
             raise ValueError("this backbone has no mask token: create it with mask_token=True")
         token = self.mask_token
@@ -99,7 +117,7 @@ class Backbone(nn.Module):
 
         handle = self.model.patch_embed.register_forward_hook(fill)
         try:
-            return self.model.forward_features(x)  # (B, 1 + N, D)
+            return self.model.forward_features(x)  # (B, P + N, D)
         finally:
             handle.remove()
 
@@ -110,8 +128,8 @@ class Backbone(nn.Module):
             x: ``(B, C, H, W)`` images.
 
         Returns:
-            ``(B, heads, 1 + N, 1 + N)`` softmax attention of the last block; row 0 is the
-            CLS query.
+            ``(B, heads, P + N, P + N)`` softmax attention of the last block, tokens in the
+            order of :meth:`forward`; row 0 is the CLS query, columns ``P:`` the patches.
         """
         tokens = self._embed(x)
         for block in self.model.blocks[:-1]:
@@ -121,10 +139,10 @@ class Backbone(nn.Module):
         if not hasattr(attn, "qkv") or not hasattr(attn, "head_dim"):
             raise ValueError("get_last_selfattention needs a timm Attention block with a qkv layer")
         b, n, _ = tokens.shape
-        qkv = attn.qkv(last.norm1(tokens))  # (B, 1 + N, 3 * heads * hd)
+        qkv = attn.qkv(last.norm1(tokens))  # (B, P + N, 3 * heads * hd)
         qkv = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # (B, heads, 1 + N, hd)
-        scores = (q * attn.scale) @ k.transpose(-2, -1)  # (B, heads, 1 + N, 1 + N)
+        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # (B, heads, P + N, hd)
+        scores = (q * attn.scale) @ k.transpose(-2, -1)  # (B, heads, P + N, P + N)
         return scores.softmax(dim=-1)
 
     def get_intermediate_layers(self, x: Tensor, n: int = 1) -> list[Tensor]:
@@ -135,14 +153,14 @@ class Backbone(nn.Module):
             n: number of last blocks.
 
         Returns:
-            ``n`` tensors ``(B, 1 + N, D)``, earliest block first.
+            ``n`` tensors ``(B, P + N, D)`` (order of :meth:`forward`), earliest block first.
         """
         depth = len(self.model.blocks)
         if not 1 <= n <= depth:
             raise ValueError(f"n must be between 1 and the depth {depth}, got {n}")
         tokens = self._embed(x)
         outputs = []
-        for index, block in enumerate(self.model.blocks):  # (B, 1 + N, D) each
+        for index, block in enumerate(self.model.blocks):  # (B, P + N, D) each
             tokens = block(tokens)
             if index >= depth - n:
                 outputs.append(self.model.norm(tokens))
@@ -157,7 +175,7 @@ class Backbone(nn.Module):
         return [tokens[:, 0] for tokens in self.get_intermediate_layers(x, n)]
 
     def _embed(self, x: Tensor) -> Tensor:
-        """Patch embedding, CLS token and position embedding: ``(B, 1 + N, D)``."""
+        """Patch embedding, prefix tokens and position embedding: ``(B, P + N, D)``."""
         self._check_input(x)
         m = self.model
         return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
@@ -170,6 +188,13 @@ class Backbone(nn.Module):
             raise ValueError(
                 f"image size {h}x{w} is not a multiple of the patch size {self.patch_size}"
             )
+
+
+def prefix_count(backbone: nn.Module) -> int:
+    """Tokens before the first patch token in ``backbone``'s output: a :class:`Backbone`'s
+    (or timm model's) ``num_prefix_tokens``, CLS plus registers; 1 for a module that does not
+    say (CLS only)."""
+    return int(getattr(backbone, "num_prefix_tokens", 1))
 
 
 def arch_problem(arch: str) -> str | None:
@@ -212,6 +237,17 @@ def state_dict_misfit(expected: Mapping[str, Tensor], tensors: Mapping[str, Tens
     return None
 
 
+def register_kwargs(registers: int | None) -> dict[str, Any]:
+    """timm ``VisionTransformer`` arguments for ``registers`` register tokens: ``reg_tokens``
+    and, as in DINOv2's register models, no position embedding for the prefix tokens
+    (``no_embed_class``); none for None (the arch's own)."""
+    if registers is None:
+        return {}
+    if registers < 0:
+        raise ValueError(f"registers must be >= 0, got {registers}")
+    return {"reg_tokens": registers, **({"no_embed_class": True} if registers else {})}
+
+
 def create_backbone(
     arch: str,
     patch_size: int | None = None,
@@ -219,6 +255,7 @@ def create_backbone(
     in_chans: int = 3,
     drop_path: float = 0.0,
     mask_token: bool = False,
+    registers: int | None = None,
     **custom: Any,
 ) -> Backbone:
     """Build a randomly initialised ViT backbone.
@@ -230,6 +267,9 @@ def create_backbone(
         in_chans: input channels (1 for grayscale).
         drop_path: stochastic depth rate.
         mask_token: give the backbone a learnt mask token (masked-patch pretraining).
+        registers: register tokens ``R`` (timm's ``reg_tokens``); None keeps the arch's own
+            (4 for ``*_reg4_*`` names, else 0). As in DINOv2's register models, registers get
+            no position embedding (timm's ``no_embed_class``).
         **custom: for ``"vit_custom"``, ``embed_dim``, ``depth`` and ``num_heads`` (required)
             and any other ``VisionTransformer`` argument (e.g. ``mlp_ratio``); for the other
             names, extra arguments passed to the timm constructor.
@@ -248,6 +288,7 @@ def create_backbone(
         "dynamic_img_size": True,
         "drop_path_rate": drop_path,
     }
+    common.update(register_kwargs(registers))
     if arch in CUSTOM_ARCHS or arch == "vit_custom":
         sizes: dict[str, Any] = dict(CUSTOM_ARCHS.get(arch, {}))
         sizes.update({k: custom.pop(k) for k in _CUSTOM_KEYS if k in custom})

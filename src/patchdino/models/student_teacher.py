@@ -23,7 +23,7 @@ class Branch(nn.Module):
     """One network of the pair: backbone, CLS head and optional separate patch head.
 
     Args:
-        backbone: returns ``(B, 1 + N, D)`` tokens.
+        backbone: returns ``(B, P + N, D)`` tokens (CLS, ``P - 1`` registers, patches).
         head: head applied to CLS tokens (and to patch tokens when ``patch_head`` is None).
         patch_head: separate head for patch tokens, or None to share ``head``.
     """
@@ -42,9 +42,11 @@ class Branch(nn.Module):
     def forward(
         self, views: Sequence[Tensor], masks: Sequence[Tensor] | None = None
     ) -> list[Tensor]:
-        """Backbone tokens of each view.
+        """Backbone tokens of each view, register tokens left out.
 
         Consecutive views of equal shape are concatenated along the batch and run together.
+        The heads, the loss and patch matching see CLS and patch tokens only
+        (:meth:`Backbone.without_registers`).
 
         Args:
             views: ``(B, C, S_v, S_v)`` images per view.
@@ -68,9 +70,10 @@ class Branch(nn.Module):
             images = torch.cat(list(views[start:end]))
             if start < len(masks):
                 mask = torch.cat(masks[start:end])  # (n * B, N)
-                tokens = self.backbone(images, mask)  # (n * B, 1 + N, D)
+                tokens = self.backbone(images, mask)  # (n * B, P + N, D)
             else:
-                tokens = self.backbone(images)  # (n * B, 1 + N, D)
+                tokens = self.backbone(images)  # (n * B, P + N, D)
+            tokens = self.backbone.without_registers(tokens)  # (n * B, 1 + N, D)
             outputs.extend(tokens.split(views[start].shape[0]))
             start = end
         return outputs
@@ -110,6 +113,7 @@ class StudentTeacher(nn.Module):
         patch_head: str = "shared",
         patch_out_dim: int = 65536,
         mask_token: bool = False,
+        registers: int | None = None,
         **custom: Any,
     ) -> StudentTeacher:
         """Build backbone and heads from sizes (see :func:`create_backbone`, :class:`DINOHead`).
@@ -118,12 +122,13 @@ class StudentTeacher(nn.Module):
             patch_head: ``"shared"`` (patch tokens use the CLS head, as in the paper) or
                 ``"separate"`` (a head of their own with ``patch_out_dim`` outputs).
             mask_token: give the backbone a learnt mask token (the masked-patch term).
+            registers: register tokens (None: the arch's own).
             **custom: custom backbone sizes (``embed_dim``, ``depth``, ``num_heads``).
         """
         if patch_head not in PATCH_HEAD_MODES:
             raise ValueError(f"patch_head must be one of {PATCH_HEAD_MODES}, got {patch_head!r}")
         backbone = create_backbone(
-            arch, patch_size, img_size, in_chans, drop_path, mask_token, **custom
+            arch, patch_size, img_size, in_chans, drop_path, mask_token, registers, **custom
         )
 
         def head(k: int) -> DINOHead:
@@ -154,6 +159,7 @@ class StudentTeacher(nn.Module):
             patch_head=m.patch_head,
             patch_out_dim=m.patch_out_dim,
             mask_token=config.loss.terms.masked.weight > 0,
+            registers=m.registers,
         )
 
     def train(self, mode: bool = True) -> StudentTeacher:

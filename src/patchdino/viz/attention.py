@@ -44,12 +44,13 @@ def attention_maps(backbone: Backbone, images: Tensor) -> Tensor:
 
     Returns:
         ``(N, heads, H / p, W / p)`` float32 maps on the device of ``images``; each head's
-        map sums to one minus the CLS token's attention to itself.
+        map sums to one minus the CLS token's attention to itself and to the register
+        tokens (if any).
     """
-    attn = backbone.get_last_selfattention(images)  # (N, heads, 1 + n, 1 + n)
+    attn = backbone.get_last_selfattention(images)  # (N, heads, P + n, P + n)
     p = backbone.patch_size
     rows, cols = images.shape[-2] // p, images.shape[-1] // p
-    cls_to_patches = attn[:, :, 0, 1:]  # (N, heads, n)
+    cls_to_patches = attn[:, :, 0, backbone.num_prefix_tokens :]  # (N, heads, n): no registers
     return cls_to_patches.float().reshape(images.shape[0], attn.shape[1], rows, cols)
 
 

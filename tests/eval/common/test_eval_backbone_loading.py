@@ -177,3 +177,39 @@ def test_unsafe_pickle_is_refused_before_running(tmp_path: Path) -> None:
         pickle.dump({"format": "patchdino-pretrain-v1", "model": _Payload(marker)}, handle, 2)
     assert "refusing to load" in _error(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_a_register_backbone_round_trips_through_checkpoint_and_export(
+    run: Path, tmp_path: Path
+) -> None:
+    """A run with register tokens: its checkpoint and its export load with the registers, and
+    timm rebuilds the export from its metadata alone."""
+    import json
+
+    import timm
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    config = tmp_path / "reg.yaml"
+    config.write_text(TINY.replace("patch_size: 4,", "patch_size: 4, registers: 2,"))
+    data = run.parent
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "plot_loss_curves", lambda records, path: Path(path))
+        args = ["pretrain", "--config", config, "--data", data, "--output", tmp_path / "r"]
+        assert main([str(a) for a in [*args, "--max-steps", 1]]) == 0
+    loaded = load_backbone(tmp_path / "r")
+    assert loaded.backbone.num_registers == 2 and loaded.config.model.registers == 2
+    path = export_backbone(tmp_path / "r", tmp_path / "reg.safetensors")
+    images = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        expected = loaded.backbone(images)  # (2, 1 + 2 + 16, D)
+        assert expected.shape[1] == 19
+        again = load_backbone(path).backbone
+        torch.testing.assert_close(again(images), expected, rtol=0, atol=0)
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+        model = timm.create_model(
+            meta["timm_model"], num_classes=0, **json.loads(meta["timm_kwargs"])
+        )
+        model.load_state_dict(load_file(str(path)))
+        torch.testing.assert_close(model.eval().forward_features(images), expected)

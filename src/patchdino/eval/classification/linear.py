@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from patchdino.models.backbone import prefix_count
+
 NORMALIZATIONS = ("standardize", "none")
 
 
@@ -113,7 +115,7 @@ class MultiBlockFeatures(nn.Module):
             tokens,
             self.n_last_blocks,
             self.avgpool_patch_tokens,
-            num_prefix_tokens=int(getattr(self.backbone, "num_prefix_tokens", 1)),
+            num_prefix_tokens=prefix_count(self.backbone),
         )
 
 

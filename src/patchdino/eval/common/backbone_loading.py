@@ -33,7 +33,12 @@ from patchdino.config import Config, ConfigError, config_from_dict, load_config
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.eval.common.features import token_features
-from patchdino.models.backbone import Backbone, create_backbone, state_dict_misfit
+from patchdino.models.backbone import (
+    Backbone,
+    create_backbone,
+    prefix_count,
+    state_dict_misfit,
+)
 
 CHECKPOINT_KEYS = ("teacher", "student")
 RANDOM_WEIGHTS = "random"
@@ -197,7 +202,11 @@ def _build(config: Config, in_chans: int, seed: int) -> Backbone:
         torch.manual_seed(seed)
         try:
             return create_backbone(
-                m.arch, m.patch_size, img_size=config.views.global_size, in_chans=in_chans
+                m.arch,
+                m.patch_size,
+                img_size=config.views.global_size,
+                in_chans=in_chans,
+                registers=m.registers,
             )
         except ValueError as err:
             raise BackboneLoadError(first_line(err)) from err
@@ -314,7 +323,8 @@ class PooledBackbone(nn.Module):
     """A backbone followed by token pooling: images to one feature vector each.
 
     Args:
-        backbone: returns ``(B, 1 + N, D)`` tokens.
+        backbone: returns ``(B, P + N, D)`` tokens (CLS, registers, patches; ``P`` from
+            :func:`~patchdino.models.backbone.prefix_count`).
         pool: ``"cls"``, ``"mean"`` (patch tokens) or ``"both"`` (see
             :func:`~patchdino.eval.common.features.token_features`).
     """
@@ -326,4 +336,4 @@ class PooledBackbone(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, C, H, W)`` images to ``(B, D)`` features (``(B, 2D)`` for ``"both"``)."""
-        return token_features(self.backbone(images), self.pool)
+        return token_features(self.backbone(images), self.pool, prefix_count(self.backbone))

@@ -6,7 +6,8 @@ needed to use it without patchdino:
 
 - ``timm_model`` and ``timm_kwargs`` (JSON): the timm model name and the arguments that
   rebuild the architecture (``img_size``, ``patch_size``, ``embed_dim``, ``depth``,
-  ``num_heads``, ``in_chans``, ``dynamic_img_size``). The custom small sizes
+  ``num_heads``, ``in_chans``, ``dynamic_img_size``, and ``reg_tokens`` with
+  ``no_embed_class`` for register tokens). The custom small sizes
   (:data:`~patchdino.models.backbone.CUSTOM_ARCHS`) are a standard timm name with their sizes
   as arguments. So either of::
 
@@ -53,7 +54,7 @@ def timm_architecture(stored: StoredWeights) -> tuple[str, dict[str, Any]]:
         ``(name, kwargs)`` such that ``timm.create_model(name, num_classes=0, **kwargs)`` has
         exactly the stored tensors (without their ``model.`` prefix).
     """
-    from patchdino.models.backbone import CUSTOM_ARCHS
+    from patchdino.models.backbone import CUSTOM_ARCHS, register_kwargs
 
     config = stored.config
     arch = config.model.arch
@@ -77,6 +78,7 @@ def timm_architecture(stored: StoredWeights) -> tuple[str, dict[str, Any]]:
         "depth": depth,
         "num_heads": heads,
         "dynamic_img_size": True,
+        **register_kwargs(config.model.registers),
     }
     return name, kwargs
 

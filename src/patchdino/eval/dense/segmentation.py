@@ -139,8 +139,8 @@ def patch_feature_map(backbone: Backbone, images: Tensor, layers: int = 1) -> Te
         ``(B, layers * D, H / p, W / p)`` features.
     """
     h, w = images.shape[-2] // backbone.patch_size, images.shape[-1] // backbone.patch_size
-    outputs = backbone.get_intermediate_layers(images, layers)  # layers x (B, 1 + h w, D)
-    tokens = torch.cat([out[:, 1:] for out in outputs], dim=-1)  # (B, h w, layers D)
+    outputs = backbone.get_intermediate_layers(images, layers)  # layers x (B, P + h w, D)
+    tokens = torch.cat([backbone.patch_tokens(out) for out in outputs], dim=-1)  # (B, h w, L D)
     return tokens.transpose(1, 2).reshape(images.shape[0], -1, h, w)
 
 

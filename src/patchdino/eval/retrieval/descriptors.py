@@ -23,6 +23,7 @@ from patchdino.data.datasets import CanvasDataset
 from patchdino.error_text import first_line
 from patchdino.eval.common.pipeline import EvalSetup, EvalSetupError, Extraction
 from patchdino.eval.retrieval.options import DESCRIPTORS, GEM_POWER
+from patchdino.models.backbone import prefix_count
 
 
 def gem(tokens: Tensor, power: float = GEM_POWER, eps: float = 1e-6) -> Tensor:
@@ -46,7 +47,8 @@ class RetrievalDescriptor(nn.Module):
     """A backbone followed by the retrieval descriptor: images to unit vectors.
 
     Args:
-        backbone: maps ``(B, C, S, S)`` images to ``(B, 1 + N, D)`` tokens, CLS first.
+        backbone: maps ``(B, C, S, S)`` images to ``(B, P + N, D)`` tokens: CLS, any
+            registers, then patches.
         descriptor: one of :data:`DESCRIPTORS`.
         power: GeM exponent.
     """
@@ -63,12 +65,13 @@ class RetrievalDescriptor(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, C, S, S)`` normalised images to ``(B, D)`` (``(B, 2D)`` for both) unit vectors."""
-        tokens = self.backbone(images)  # (B, 1 + N, D)
+        tokens = self.backbone(images)  # (B, P + N, D)
         parts = []
         if self.descriptor in ("cls", "both"):
             parts.append(F.normalize(tokens[:, 0].float(), dim=1))
         if self.descriptor in ("gem", "both"):
-            parts.append(F.normalize(gem(tokens[:, 1:], self.power), dim=1))
+            patches = tokens[:, prefix_count(self.backbone) :]  # (B, N, D)
+            parts.append(F.normalize(gem(patches, self.power), dim=1))
         return F.normalize(torch.cat(parts, dim=1), dim=1)
 
 

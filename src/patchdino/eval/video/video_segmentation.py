@@ -36,6 +36,7 @@ from patchdino.eval.video.video_metrics import (
     scored_frames,
     summarise,
 )
+from patchdino.models.backbone import prefix_count
 
 
 def model_size(height: int, width: int, short_side: int | None, patch: int) -> tuple[int, int]:
@@ -68,13 +69,13 @@ def patch_features(backbone: nn.Module, images: Tensor) -> Tensor:
     """L2-normalised last-layer patch tokens.
 
     Args:
-        backbone: returns ``(B, 1 + N, D)`` tokens, CLS first.
+        backbone: returns ``(B, P + N, D)`` tokens: CLS, any registers, then patches.
         images: ``(B, C, H, W)`` model inputs.
 
     Returns:
         ``(B, N, D)`` float32 features.
     """
-    tokens = backbone(images)[:, 1:].float()  # (B, N, D)
+    tokens = backbone(images)[:, prefix_count(backbone) :].float()  # (B, N, D)
     return F.normalize(tokens, dim=-1)
 
 
