@@ -26,6 +26,7 @@ import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +203,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    allowed: Sequence[type] = (),
+) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``, verified against its folder's manifest.
+
+    Args:
+        path: the file.
+        map_location: where its tensors go.
+        allowed: classes the restricted unpickler may build besides tensors and plain
+            containers (``argparse.Namespace`` for the ``args`` of the field's training
+            checkpoints); nothing else is ever unpickled.
 
     Raises:
         CheckpointError: the file is missing, truncated, does not match the SHA-256 the
@@ -216,7 +228,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist")
     verify_checkpoint(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise _unpickling_error(path, err) from err
     except (RuntimeError, EOFError, OSError) as err:

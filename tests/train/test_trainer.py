@@ -314,4 +314,5 @@ def test_init_weights_of_another_architecture_are_refused_in_one_line(
         args = cli_args(data, tmp_path / "other", 1, "--init-weights", str(first))
         assert run_cli([*args, "model.arch=vit_nano"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "does not fit model.arch vit_nano" in err
+    assert err.count("\n") == 1 and "model.arch=vit_nano contradicts --init-weights" in err
+    assert "whose arch is vit_pico" in err

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from patchdino.config import Config
+    from patchdino.eval.common.stored_weights import StoredWeights
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,13 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--init-weights",
-        type=Path,
-        metavar="PATH",
-        help="start a new run from these backbone weights: a checkpoint.pt or its run folder "
-        "(its teacher), or a .safetensors export (continued pretraining, e.g. on a new "
-        "domain). Unlike resuming, only the backbone carries over: the heads, optimiser, "
-        "centre, step and schedules start anew. When --output already holds a checkpoint, "
-        "that run resumes and this is ignored",
+        metavar="WEIGHTS",
+        help="start a new run from these backbone weights (continued pretraining, e.g. on a "
+        "new domain): a checkpoint.pt or its run folder (its teacher), a .safetensors export, "
+        "timm:NAME, timm:NAME@FILE (DINO's or DINOv2's released files), a timm model folder "
+        "or DINO's training checkpoint (then its teacher's head too). The architecture "
+        "(model.arch, patch_size, registers) comes from the weights. Unlike resuming, the "
+        "optimiser, centre, step and schedules start anew. When --output already holds a "
+        "checkpoint, that run resumes and this is ignored",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -83,6 +91,48 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         # A JSON string is a valid YAML scalar: quotes, colons or '#' in the path stay text.
         fixed[0] = f"data.path={json.dumps(str(args.data))}"
     return [*fixed, *args.overrides]
+
+
+ARCHITECTURE_KEYS = ("arch", "patch_size", "registers")
+"""The ``model`` fields ``--init-weights`` takes from the weights."""
+
+
+def adopt_architecture(
+    config: Config,
+    stored: StoredWeights,
+    overrides: list[str],
+    checks: Sequence[Callable[[Config], list[str]]],
+) -> Config:
+    """``config`` with the architecture of ``stored`` (:data:`ARCHITECTURE_KEYS`).
+
+    Raises:
+        UsageError: a ``model.*`` override of the command line names another architecture
+            than the weights, or the recipe does not fit the weights' architecture (view sizes
+            that are not multiples of its patch size...).
+    """
+    from patchdino.config import validate
+
+    given = {o.partition("=")[0].strip(): o.partition("=")[2].strip() for o in overrides}
+    theirs = stored.config.model
+    for key in ARCHITECTURE_KEYS:
+        value = getattr(theirs, key)
+        if f"model.{key}" in given and getattr(config.model, key) != value:
+            if key == "registers" and value is None:
+                continue  # the arch's own count: the tensors' fit decides
+            raise UsageError(
+                f"model.{key}={given[f'model.{key}']} contradicts --init-weights "
+                f"{stored.name}, whose {key} is {value}; leave model.{key} out"
+            )
+    adopted = copy.deepcopy(config)
+    for key in ARCHITECTURE_KEYS:
+        setattr(adopted.model, key, getattr(theirs, key))
+    problems = validate(adopted) + [p for check in checks for p in check(adopted)]
+    if problems:
+        raise UsageError(
+            f"the recipe does not fit --init-weights {stored.name} ({theirs.arch}, patch "
+            f"{theirs.patch_size}): {'; '.join(problems)}"
+        )
+    return adopted
 
 
 def bad_image_message(err: BaseException) -> str | None:
@@ -120,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
         from patchdino.eval.common.backbone_loading import read_weights
 
         stored = read_weights(args.init_weights)
-        init = InitialWeights(stored.tensors, str(stored.path), stored.in_chans)
+        config = adopt_architecture(config, stored, args.overrides, checks)
+        init = InitialWeights(
+            stored.tensors, stored.name, stored.in_chans, stored.sha256, stored.heads
+        )
     trainer = Trainer(
         config,
         args.output,

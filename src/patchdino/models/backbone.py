@@ -248,6 +248,19 @@ def register_kwargs(registers: int | None) -> dict[str, Any]:
     return {"reg_tokens": registers, **({"no_embed_class": True} if registers else {})}
 
 
+def fit_to_backbone(backbone: Backbone, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` (names of ``Backbone.state_dict()``) with the timm model's ones passed
+    through timm's ``checkpoint_filter_fn`` for ``backbone``: a position embedding (or patch
+    embedding) of another grid is resampled to the backbone's; anything else is unchanged."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    prefix = "model."
+    inner = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    fitted = checkpoint_filter_fn(inner, backbone.model) if inner else {}
+    rest = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+    return {**rest, **{f"{prefix}{k}": v for k, v in fitted.items()}}
+
+
 def create_backbone(
     arch: str,
     patch_size: int | None = None,

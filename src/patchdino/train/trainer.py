@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from patchdino.data.workers import worker_failure
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.losses import PairPlan
-from patchdino.models.backbone import state_dict_misfit
+from patchdino.models.backbone import fit_to_backbone, state_dict_misfit
 from patchdino.train import distributed
 from patchdino.train.ahead import Ahead, makes_ahead
 from patchdino.train.build import (
@@ -72,14 +72,26 @@ class InitialWeights:
     """Backbone weights a new run starts from (``patchdino pretrain --init-weights``).
 
     Attributes:
-        tensors: the backbone's state dict (names as in ``Backbone.state_dict()``).
-        source: where they were read from, for messages.
+        tensors: the backbone's state dict (names as in ``Backbone.state_dict()``); a
+            position embedding of another grid is resampled to the run's global views.
+        source: where they were read from, for messages and the run's records.
         in_chans: the image channels they were trained on.
+        sha256: SHA-256 of the file read (None when timm fetched the weights itself).
+        head: a projection head for the CLS head of student and teacher (names as in
+            :class:`~patchdino.models.head.DINOHead`), loaded where its shapes fit; empty
+            when the source has none (the heads start fresh).
     """
 
     tensors: dict[str, torch.Tensor]
     source: str
     in_chans: int
+    sha256: str | None = None
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What the checkpoint and ``config_history.jsonl`` keep of the source."""
+        return {"source": self.source, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ class Trainer:
         self._saved_config: dict[str, Any] | None = None
         self.init = init
         """Backbone weights a new run starts from; unused when the run resumes."""
+        self.init_record: dict[str, Any] | None = None
+        """The source of the weights the run started from (:attr:`InitialWeights.record`),
+        kept in every checkpoint; None for a run from random weights."""
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = distributed.resolve_device(config.run.device, local_rank)
         if self.device.type == "cuda":
@@ -218,6 +233,7 @@ class Trainer:
             "in_chans": self.channels,
             "data_kind": self.kind,
             "nonfinite_skipped": skipped,
+            "init_weights": self.init_record,
         }
 
     def _images_per_step(self) -> int:
@@ -272,6 +288,7 @@ class Trainer:
         step = int(state["step"])
         self.saved_step = step
         self._saved_config = state["config"]
+        self.init_record = state.get("init_weights")
         micro = resume_position(
             int(state["samples_seen"]),
             int(state["config"]["optim"]["batch_size"]) * int(state["world_size"]),
@@ -293,7 +310,7 @@ class Trainer:
             )
         model = self.step_module.model
         # The masked term's token is learnt anew when the weights have none (or it is off).
-        tensors = dict(init.tensors)
+        tensors = fit_to_backbone(model.student.backbone, init.tensors)
         expected = model.student.backbone.state_dict()
         if "mask_token" in expected and "mask_token" not in tensors:
             tensors["mask_token"] = expected["mask_token"]
@@ -305,10 +322,36 @@ class Trainer:
                 f"--init-weights {init.source} does not fit model.arch "
                 f"{self.config.model.arch} (patch {self.config.model.patch_size}): {misfit}"
             )
+        head_note = self._start_heads(init)
         for network in (model.student, model.teacher):
             network.backbone.load_state_dict(tensors)
+        self.init_record = init.record
         if self.ctx.is_main and self.notes is not None:
-            self.notes(f"starting from the backbone of {init.source}")
+            self.notes(f"starting from the backbone of {init.source}{head_note}")
+
+    def _start_heads(self, init: InitialWeights) -> str:
+        """Load ``init.head`` into the CLS head of student and teacher where it fits; what
+        was loaded and what starts fresh, as the end of the start note."""
+        if not init.head:
+            return ""
+        model = self.step_module.model
+        cls_head, patch_head = model.student.heads
+        expected, head = cls_head.state_dict(), dict(init.head)
+        norms = head.get("last_layer.weight_g")
+        if norms is not None and "last_layer.weight_g" not in expected:
+            if not bool((norms == 1).all()):
+                return (
+                    "; its head's last layer learnt its norms: set model.norm_last_layer=false "
+                    "to load it (the heads start fresh)"
+                )
+            del head["last_layer.weight_g"]  # fixed at 1, as model.norm_last_layer fixes them
+        misfit = state_dict_misfit(expected, head)
+        if misfit is not None:
+            return f"; its head does not fit model's ({misfit}): the heads start fresh"
+        for network in (model.student, model.teacher):
+            network.head.load_state_dict(head)
+        fresh = "" if patch_head is cls_head else "; the separate patch head starts fresh"
+        return f", and its head for the CLS (and shared patch) head{fresh}"
 
     def _save(self, step: int, skipped: int) -> None:
         # a loader worker that dies meanwhile stops the run after the save, not inside it
@@ -366,7 +409,13 @@ class Trainer:
                 if changes:
                     listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
                     self.notes(f"warning: settings changed since step {step}: {listed}")
-            _record_history(self.output / "config_history.jsonl", step, changes, saved)
+            _record_history(
+                self.output / "config_history.jsonl",
+                step,
+                changes,
+                saved,
+                self.init_record if step == 0 else None,
+            )
             (self.output / "config.yaml").write_text(saved.to_yaml())
         loggers = open_loggers(saved, self.output, step, main=ctx.is_main)
         if ctx.is_main and self.progress:
@@ -538,16 +587,23 @@ def _changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any,
 
 
 def _record_history(
-    path: Path, step: int, changes: dict[str, tuple[Any, Any]], config: Config
+    path: Path,
+    step: int,
+    changes: dict[str, tuple[Any, Any]],
+    config: Config,
+    init_weights: dict[str, Any] | None = None,
 ) -> None:
     """Append one line to the run's config history: this start's step, what changed since
-    the checkpoint it resumed from, and the whole configuration it runs with."""
-    record = {
+    the checkpoint it resumed from, the whole configuration it runs with, and for a new run
+    from ``--init-weights`` their source and checksum."""
+    record: dict[str, Any] = {
         "started_at_step": step,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "changed": {k: {"was": old, "now": new} for k, (old, new) in changes.items()},
         "config": config.to_dict(),
     }
+    if init_weights is not None:
+        record["init_weights"] = init_weights
     with path.open("a") as handle:
         handle.write(json.dumps(record, default=str) + "\n")
 

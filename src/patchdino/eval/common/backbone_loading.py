@@ -1,6 +1,7 @@
-"""Frozen backbones for evaluation: from a pretraining checkpoint, an export, or random weights.
+"""Frozen backbones for evaluation: from a pretraining checkpoint, an export, published
+weights, or random weights.
 
-Three sources give a :class:`~patchdino.models.Backbone` ready for feature extraction:
+Four sources give a :class:`~patchdino.models.Backbone` ready for feature extraction:
 
 - a ``checkpoint.pt`` written by ``patchdino pretrain`` (or its run folder): the architecture
   comes from the checkpoint's own config (or from ``config_path`` when given, in which case
@@ -9,6 +10,8 @@ Three sources give a :class:`~patchdino.models.Backbone` ready for feature extra
 - a ``.safetensors`` file written by :func:`~patchdino.eval.common.export.export_backbone`, whose
   metadata holds the config (current exports name their tensors as timm does, earlier ones
   as :class:`~patchdino.models.Backbone` does; both are read);
+- published weights (timm's models, DINO's and DINOv2's files, timm model folders, DINO's
+  training checkpoints), read by :mod:`~patchdino.eval.common.published_weights`;
 - ``"random"``: the architecture of ``config_path`` (or the defaults) with seeded random
   initial weights, the usual lower reference of self-supervised evaluations.
 
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,8 +33,8 @@ from torch import Tensor, nn
 from patchdino.checkpoint import CHECKPOINT_NAME
 from patchdino.config import Config, ConfigError, config_from_dict, load_config
 from patchdino.error_text import first_line
-from patchdino.errors import InputError
 from patchdino.eval.common.features import token_features
+from patchdino.eval.common.stored_weights import BackboneLoadError, StoredWeights
 from patchdino.models.backbone import (
     Backbone,
     create_backbone,
@@ -48,13 +50,15 @@ timm's ``VisionTransformer``."""
 PREFIXED_EXPORT_FORMAT = "patchdino-backbone-v1"
 """Earlier exports, whose tensors are named as in :class:`Backbone` (``model.`` prefix); still
 read."""
+WEIGHTS_FORMS = (
+    "a checkpoint.pt written by 'patchdino pretrain' or its run folder, a .safetensors "
+    "export or its model folder, timm:NAME (timm's weights), timm:NAME@FILE (DINO's, DINOv2's "
+    "or timm's files), a timm model folder, DINO's training checkpoint, or 'random'"
+)
+"""Every form of weights patchdino takes, for messages and help texts."""
 MODEL_FOLDER_WEIGHTS = "model.safetensors"
 """The export's file name in a model folder (``patchdino export --format hf``), the name timm
 and the Hugging Face hub look for first."""
-
-
-class BackboneLoadError(InputError):
-    """The weights cannot be loaded; the one-line message says why and what to do."""
 
 
 class LoadedBackbone(NamedTuple):
@@ -71,26 +75,6 @@ class LoadedBackbone(NamedTuple):
     backbone: Backbone
     config: Config
     in_chans: int
-
-
-@dataclass(frozen=True)
-class StoredWeights:
-    """One backbone's tensors as read from a checkpoint or an export.
-
-    Attributes:
-        path: the file read.
-        tensors: backbone state dict (names as in ``Backbone.state_dict()``).
-        config: the configuration stored with the weights; ``data.kind`` is the kind of data
-            they were trained on when recorded.
-        in_chans: input channels.
-        step: training step of the weights, -1 when unknown.
-    """
-
-    path: Path
-    tensors: dict[str, Tensor]
-    config: Config
-    in_chans: int
-    step: int
 
 
 def _random_channels(config: Config) -> int:
@@ -115,7 +99,9 @@ def load_backbone(
 
     Args:
         weights: a pretraining checkpoint, a run folder holding ``checkpoint.pt``, an exported
-            ``.safetensors`` file, or ``"random"``.
+            ``.safetensors`` file (or its model folder), published weights (``timm:NAME``,
+            ``timm:NAME@FILE``, a timm model folder, DINO's training checkpoint: see
+            :mod:`~patchdino.eval.common.published_weights`), or ``"random"``.
         key: ``"teacher"`` or ``"student"``: which network of a checkpoint to load (exports
             hold one backbone and ignore it).
         config_path: YAML config whose architecture to build. Required in spirit for
@@ -148,38 +134,60 @@ def load_backbone(
     stored = read_weights(weights, key)
     saved = stored.config
     config = saved
-    source = f"the config stored in {stored.path}"
+    source = f"the config stored in {stored.name}"
     if given is not None:  # its architecture, with the data settings the weights were trained on
         config, source = given, f"config {config_path}"
         config.data = saved.data
     backbone = _build(config, stored.in_chans, seed)
-    _check_fit(backbone.state_dict(), stored.tensors, stored.path, source, config)
+    _check_fit(backbone.state_dict(), stored.tensors, stored.name, source, config)
     backbone.load_state_dict(stored.tensors)
     return _ready(LoadedBackbone(backbone, config, stored.in_chans), device)
 
 
 def read_weights(weights: str | Path, key: str = "teacher") -> StoredWeights:
-    """Read the ``key`` backbone of a checkpoint (or run folder), or an exported backbone (a
-    ``.safetensors`` file or a model folder holding one as :data:`MODEL_FOLDER_WEIGHTS`).
+    """Read the ``key`` backbone of any weights patchdino takes (see :data:`WEIGHTS_FORMS`).
+
+    patchdino's own: a checkpoint (or run folder), an exported backbone (a ``.safetensors``
+    file or a model folder holding one as :data:`MODEL_FOLDER_WEIGHTS`). The field's
+    (:mod:`~patchdino.eval.common.published_weights`): ``timm:NAME[@FILE]``, a timm / Hugging
+    Face model folder, DINO's full training checkpoint.
 
     Raises:
         BackboneLoadError: see :func:`load_backbone`.
     """
+    from patchdino.eval.common import published_weights as published
+
     _check_key(key)
+    if published.is_timm_string(weights):
+        return published.read_timm(str(weights), key)
     path = Path(weights)
     if path.is_dir() and (path / CHECKPOINT_NAME).is_file():
         path = path / CHECKPOINT_NAME
-    elif path.is_dir() and (path / MODEL_FOLDER_WEIGHTS).is_file():
+    elif (
+        path.is_dir()
+        and (path / MODEL_FOLDER_WEIGHTS).is_file()
+        and _is_export(path / MODEL_FOLDER_WEIGHTS)
+    ):
         path = path / MODEL_FOLDER_WEIGHTS
+    elif published.is_model_folder(path):
+        return published.read_model_folder(path, key)
     if not path.is_file():
-        raise BackboneLoadError(
-            f"weights file {path} does not exist; give a checkpoint.pt written by "
-            "'patchdino pretrain', its run folder, a .safetensors export (or its model "
-            "folder), or 'random'"
-        )
+        raise BackboneLoadError(f"weights file {path} does not exist; give {WEIGHTS_FORMS}")
     if path.suffix == ".safetensors":
         return _read_export(path)
     return _read_checkpoint(path, key)
+
+
+def _is_export(path: Path) -> bool:
+    """Whether the ``.safetensors`` file ``path`` is a patchdino export (its metadata says)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return True  # unreadable: the export reader names the problem
+    return metadata.get("format") in (EXPORT_FORMAT, PREFIXED_EXPORT_FORMAT)
 
 
 def _check_key(key: str) -> None:
@@ -215,16 +223,23 @@ def _build(config: Config, in_chans: int, seed: int) -> Backbone:
 def _read_checkpoint(path: Path, key: str) -> StoredWeights:
     """Backbone tensors of ``key``, the stored config and the input channels."""
     from patchdino.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
+    from patchdino.eval.common.published_weights import (
+        ALLOWED_GLOBALS,
+        is_dino_checkpoint,
+        read_dino_checkpoint,
+    )
 
     try:
-        state = load_checkpoint(path, map_location="cpu")
+        state = load_checkpoint(path, map_location="cpu", allowed=ALLOWED_GLOBALS)
     except CheckpointError as err:
         raise BackboneLoadError(first_line(err)) from err
+    if is_dino_checkpoint(state):
+        return read_dino_checkpoint(path, state, key)
     if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("model"), dict):
         raise BackboneLoadError(
             f"{path} is not a patchdino pretraining checkpoint (no format "
-            f"'{CHECKPOINT_FORMAT}' entry); give a checkpoint.pt written by 'patchdino pretrain' "
-            "or a .safetensors export"
+            f"'{CHECKPOINT_FORMAT}' entry) nor DINO's; for other weights name their timm "
+            f"architecture: timm:NAME@{path}"
         )
     prefix = f"{key}.backbone."
     model: dict[str, Any] = state["model"]
@@ -262,7 +277,7 @@ def _read_export(path: Path) -> StoredWeights:
     if export_format not in (EXPORT_FORMAT, PREFIXED_EXPORT_FORMAT) or "config" not in metadata:
         raise BackboneLoadError(
             f"{path} is not a patchdino backbone export (no format '{EXPORT_FORMAT}' in its "
-            "metadata); write one with 'patchdino export'"
+            f"metadata); for other weights name their timm architecture: timm:NAME@{path}"
         )
     try:
         tree = json.loads(metadata["config"])
@@ -305,7 +320,7 @@ def _channels(value: Any, tensors: Mapping[str, Tensor], path: Path) -> int:
 def _check_fit(
     expected: Mapping[str, Tensor],
     tensors: Mapping[str, Tensor],
-    path: Path,
+    name: str,
     source: str,
     config: Config,
 ) -> None:
@@ -315,7 +330,7 @@ def _check_fit(
         m = config.model
         arch = f"{m.arch}, patch {m.patch_size}, {config.views.global_size} px"
         raise BackboneLoadError(
-            f"{path} does not fit the architecture of {source} ({arch}): {misfit}"
+            f"{name} does not fit the architecture of {source} ({arch}): {misfit}"
         )
 
 

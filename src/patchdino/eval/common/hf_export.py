@@ -232,7 +232,8 @@ def export_hf(
         raise BackboneLoadError(f"model folder {folder} is a file; give a folder")
     export = prepare_export(checkpoint, key, dtype)
     config = hf_config(export)
-    results = run_folder_results(export.stored.path.parent)
+    path = export.stored.path
+    results = {} if path is None else run_folder_results(path.parent)
     folder.mkdir(parents=True, exist_ok=True)
     save_export(export, folder / MODEL_FOLDER_WEIGHTS)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
