@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchdino.cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from patchdino.config import Config
     from patchdino.eval.common.stored_weights import StoredWeights
 
 
@@ -97,41 +95,30 @@ ARCHITECTURE_KEYS = ("arch", "patch_size", "registers")
 """The ``model`` fields ``--init-weights`` takes from the weights."""
 
 
-def adopt_architecture(
-    config: Config,
-    stored: StoredWeights,
-    overrides: list[str],
-    checks: Sequence[Callable[[Config], list[str]]],
-) -> Config:
-    """``config`` with the architecture of ``stored`` (:data:`ARCHITECTURE_KEYS`).
+def architecture_overrides(stored: StoredWeights, overrides: Sequence[str]) -> list[str]:
+    """``model.*`` overrides that give a run the architecture of ``stored``
+    (:data:`ARCHITECTURE_KEYS`) and its input channels (``data.channels``, unless the command
+    line sets them), to apply before the command line's own.
 
     Raises:
-        UsageError: a ``model.*`` override of the command line names another architecture
-            than the weights, or the recipe does not fit the weights' architecture (view sizes
-            that are not multiples of its patch size...).
+        UsageError: an override of the command line names another architecture than the
+            weights hold.
     """
-    from patchdino.config import validate
-
     given = {o.partition("=")[0].strip(): o.partition("=")[2].strip() for o in overrides}
     theirs = stored.config.model
+    adopted = []
     for key in ARCHITECTURE_KEYS:
         value = getattr(theirs, key)
-        if f"model.{key}" in given and getattr(config.model, key) != value:
-            if key == "registers" and value is None:
-                continue  # the arch's own count: the tensors' fit decides
+        mine = given.get(f"model.{key}")
+        # registers null: the arch's own count, which the tensors' fit then checks
+        if mine is not None and mine != str(value) and not (key == "registers" and value is None):
             raise UsageError(
-                f"model.{key}={given[f'model.{key}']} contradicts --init-weights "
-                f"{stored.name}, whose {key} is {value}; leave model.{key} out"
+                f"model.{key}={mine} contradicts --init-weights {stored.name}, whose {key} is "
+                f"{value}; leave model.{key} out"
             )
-    adopted = copy.deepcopy(config)
-    for key in ARCHITECTURE_KEYS:
-        setattr(adopted.model, key, getattr(theirs, key))
-    problems = validate(adopted) + [p for check in checks for p in check(adopted)]
-    if problems:
-        raise UsageError(
-            f"the recipe does not fit --init-weights {stored.name} ({theirs.arch}, patch "
-            f"{theirs.patch_size}): {'; '.join(problems)}"
-        )
+        adopted.append(f"model.{key}={'null' if value is None else value}")
+    if "data.channels" not in given:  # grey images to an RGB network and back, as evaluation
+        adopted.append(f"data.channels={stored.in_chans}")
     return adopted
 
 
@@ -156,7 +143,7 @@ def bad_image_message(err: BaseException) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from patchdino.cli.outputs import check_output_folder
-    from patchdino.config import load_config
+    from patchdino.config import ConfigError, load_config
     from patchdino.losses import kernel
     from patchdino.models import backbone
     from patchdino.train.signals import stop_exit_code
@@ -164,16 +151,25 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)
     checks = [backbone.config_problems, kernel.config_problems]
-    config = load_config(args.config, overrides_from_args(args), checks=checks)
+    flags, overrides = overrides_from_args(args), list(args.overrides)
     init = None
     if args.init_weights is not None:
         from patchdino.eval.common.backbone_loading import read_weights
 
         stored = read_weights(args.init_weights)
-        config = adopt_architecture(config, stored, args.overrides, checks)
+        adopted = architecture_overrides(stored, overrides)
+        flags = flags[: len(flags) - len(overrides)] + adopted + overrides
         init = InitialWeights(
             stored.tensors, stored.name, stored.in_chans, stored.sha256, stored.heads
         )
+    try:
+        config = load_config(args.config, flags, checks=checks)
+    except ConfigError as err:
+        if init is None:
+            raise
+        keys = ", ".join(f"model.{key}" for key in ARCHITECTURE_KEYS)
+        note = f"({keys} come from --init-weights {init.source})"
+        raise ConfigError([*err.problems, note]) from err
     trainer = Trainer(
         config,
         args.output,

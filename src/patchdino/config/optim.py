@@ -55,9 +55,9 @@ class OptimConfig(Section):
                 f"{prefix}weight_decay and weight_decay_end must be >= 0, got "
                 f"{self.weight_decay}, {self.weight_decay_end}"
             )
-        if self.lr <= 0 or self.min_lr < 0:
+        if self.lr < 0 or self.min_lr < 0:  # lr 0 keeps the student as it starts
             problems.append(
-                f"{prefix}lr must be > 0 and {prefix}min_lr >= 0, got {self.lr}, {self.min_lr}"
+                f"{prefix}lr and {prefix}min_lr must be >= 0, got {self.lr}, {self.min_lr}"
             )
         if not 0 <= self.momentum_teacher <= 1:
             problems.append(
