@@ -57,3 +57,26 @@ def test_sinkhorn_preset_is_the_recipe_with_sinkhorn_centring() -> None:
     styled = config_keys(load_config("fashion_mnist_sinkhorn"))
     plain = config_keys(load_config("fashion_mnist_tiny"))
     assert {k: v for k, v in styled.items() if plain[k] != v} == {"loss.centring": "sinkhorn"}
+
+
+def test_continue_dinov2_differs_from_imagenet_vit_small_where_its_comments_say() -> None:
+    adapt, base = (
+        config_keys(load_config("continue_dinov2")),
+        config_keys(load_config("imagenet_vit_small")),
+    )
+    changed = {k: v for k, v in adapt.items() if base[k] != v}
+    assert changed == {
+        "views.local_size": 98,
+        "model.arch": "vit_small_patch14_dinov2",
+        "model.patch_size": 14,
+        "model.drop_path": 0.0,
+        "optim.epochs": 20,
+        "optim.lr": 5e-5,
+        "optim.warmup_epochs": 2,
+        "optim.momentum_teacher": 0.999,
+        "loss.centring": "sinkhorn",
+        "loss.warmup_teacher_temp_epochs": 2,
+    }
+    text = (Path(CONFIGS[0]).parent / "continue_dinov2.yaml").read_text()
+    for key in changed:
+        assert key.split(".")[-1] in text.split("data:")[0], key  # each one explained

@@ -77,7 +77,7 @@ def test_config_error_message_lists_every_problem() -> None:
         ("model.patch_size=0", "model.patch_size must be positive, got 0"),
         ("data.kind=imagenet", "data.kind: 'imagenet' is not one of auto, imagefolder, flat"),
         ("optim.batch_size=0", "optim.batch_size must be > 0"),
-        ("optim.lr=-1e-3", "optim.lr must be > 0"),
+        ("optim.lr=-1e-3", "optim.lr and optim.min_lr must be >= 0"),
         ("optim.lr=.inf", "optim.lr: expected a finite number"),
         ("optim.lr=nan", "optim.lr: expected a finite number"),
         ("optim.weight_decay=-0.1", "optim.weight_decay and weight_decay_end must be >= 0"),
