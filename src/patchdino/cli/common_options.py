@@ -52,15 +52,18 @@ def add_network_arguments(
         required: whether ``--weights`` is required by the parser (commands with a mode that
             needs no network check it themselves).
     """
-    choices = "CKPT|random|pixels" if pixels else "CKPT|random"
+    choices = "WEIGHTS|random|pixels" if pixels else "WEIGHTS|random"
     baseline = ", or 'pixels' (raw-pixel baseline)" if pixels else ""
     parser.add_argument(
         "--weights",
         required=required,
         metavar=choices,
         help="checkpoint.pt of 'patchdino pretrain' (or its run folder), a .safetensors "
-        "export or its model folder (export --format hf), 'random' (the architecture of "
-        f"--config with random weights){baseline}",
+        "export or its model folder (export --format hf), published weights (timm:NAME for "
+        "timm's, timm:NAME@FILE for DINO's, DINOv2's or timm's files, e.g. "
+        "timm:vit_small_patch14_reg4_dinov2@dinov2_vits14_reg4_pretrain.pth; a timm model "
+        "folder; DINO's training checkpoint), 'random' (the architecture of --config with "
+        f"random weights){baseline}",
     )
     parser.add_argument(
         "--config",
