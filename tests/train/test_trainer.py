@@ -201,6 +201,27 @@ def test_loss_variants_train(data: Path, tmp_path: Path, overrides: list[str]) -
         assert all(float(c.abs().sum()) == 0 for c in state["loss"].values())
 
 
+def test_a_register_backbone_trains_three_steps_and_resumes_exactly(
+    data: Path, tmp_path: Path
+) -> None:
+    """4 register tokens: the matched-patch loss trains, and a run stopped after step 2
+    resumes to the uninterrupted run's step 3."""
+    overrides = ("model.registers=4", "model.drop_path=0.0")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    with single_thread():
+        Trainer(tiny_config(data, "run.max_steps=3", *overrides), whole, progress=False).run()
+        config = tiny_config(data, "run.max_steps=3", *overrides)
+        Trainer(config, split, progress=False).run(until=2)
+        Trainer(config, split, progress=False).run()
+    records = read_metrics(whole / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["loss_patch"] > 0 and r["matched_patches"] > 0 for r in records)
+    resumed = read_metrics(split / "metrics.jsonl")
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in records]
+    state = load_checkpoint(whole / "checkpoint.pt")["model"]
+    assert state["teacher.backbone.model.reg_token"].shape == (1, 4, 32)
+
+
 def test_masked_run_resumes_to_the_uninterrupted_losses(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,8 +96,8 @@ def read_timm(weights: str, key: str = "teacher") -> StoredWeights:
     if not sep:
         return _fetched(weights, name, arch)
     path = Path(file)
-    state, sha, extra = _read_state(weights_file(path, weights), key)
-    return _converted(weights, path, sha, name, arch, {}, state, extra)
+    state, sha, heads = _read_state(weights_file(path, weights), key)
+    return _converted(weights, path, sha, name, arch, {}, state, heads)
 
 
 def read_model_folder(folder: Path, key: str = "teacher") -> StoredWeights:
@@ -128,10 +128,10 @@ def read_model_folder(folder: Path, key: str = "teacher") -> StoredWeights:
     if "img_size" in model_args:
         size = model_args["img_size"]
         overrides["img_size"] = int(size[0] if isinstance(size, list | tuple) else size)
-    state, sha, extra = _read_state(weights_file(folder, str(folder)), key)
+    state, sha, heads = _read_state(weights_file(folder, str(folder)), key)
     cfg = tree.get("pretrained_cfg")
     return _converted(
-        str(folder), folder, sha, name, arch, overrides, state, extra, cfg if cfg else None
+        str(folder), folder, sha, name, arch, overrides, state, heads, cfg if cfg else None
     )
 
 
@@ -153,9 +153,8 @@ def read_dino_checkpoint(path: Path, state: Mapping[str, Any], key: str) -> Stor
             f"{path} is a DINO training checkpoint of arch {arch!r}, patch {patch!r}, which "
             "names no timm ViT; name its architecture: timm:NAME@FILE"
         )
-    backbone, heads, note = dino_network(state, key, path)
-    sha = _file_sha(path)
-    return _converted(str(path), path, sha, name, name, {}, backbone, (heads, note))
+    backbone, heads = dino_network(state, key, path)
+    return _converted(str(path), path, _file_sha(path), name, name, {}, backbone, heads)
 
 
 def is_dino_checkpoint(state: Mapping[str, Any]) -> bool:
@@ -170,9 +169,9 @@ def is_dino_checkpoint(state: Mapping[str, Any]) -> bool:
 
 def dino_network(
     state: Mapping[str, Any], key: str, path: Path
-) -> tuple[dict[str, Tensor], dict[str, Tensor], str]:
-    """The ``key`` network of a DINO full checkpoint: backbone tensors (timm's names), head
-    tensors (names of :class:`~patchdino.models.head.DINOHead`) and a note of what was read."""
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The ``key`` network of a DINO full checkpoint: backbone tensors (timm's names) and
+    head tensors (names of :class:`~patchdino.models.head.DINOHead`)."""
     network = {_unwrapped(k): v for k, v in state[key].items()}
     backbone = {k[len("backbone.") :]: v for k, v in network.items() if k.startswith("backbone.")}
     head = {  # DINO's weight norm keeps g as (K, 1), patchdino's head as (K,)
@@ -182,7 +181,7 @@ def dino_network(
     }
     if not backbone:
         raise BackboneLoadError(f"{path}: its {key} holds no backbone.* tensors")
-    return backbone, head, f"the {key} of DINO's training checkpoint {path}"
+    return backbone, head
 
 
 def weights_file(path: Path, weights: str) -> Path:
@@ -237,17 +236,15 @@ def _file_sha(path: Path) -> str:
     return file_sha256(path)
 
 
-def _read_state(
-    path: Path, key: str
-) -> tuple[dict[str, Any], str, tuple[dict[str, Tensor], str] | None]:
+def _read_state(path: Path, key: str) -> tuple[dict[str, Any], str, dict[str, Tensor]]:
     """Tensors of ``path`` for timm's filter, its SHA-256, and for a DINO full checkpoint its
-    ``key`` network's head and a note."""
+    ``key`` network's head (else nothing)."""
     state = read_state_file(path)
     sha = _file_sha(path)
     if is_dino_checkpoint(state):
-        backbone, heads, note = dino_network(state, key, path)
-        return backbone, sha, (heads, note)
-    return state, sha, None
+        backbone, heads = dino_network(state, key, path)
+        return backbone, sha, heads
+    return state, sha, {}
 
 
 def _checked_name(name: str) -> str:
@@ -286,15 +283,14 @@ def _fetched(weights: str, name: str, arch: str) -> StoredWeights:
 
     try:
         model = timm.create_model(name, pretrained=True, **_build_kwargs({}))
-    except Exception as err:  # timm, huggingface_hub and urllib raise many kinds
+    except (OSError, RuntimeError, ValueError) as err:  # the hub's, urllib's and timm's
         raise BackboneLoadError(
             f"timm cannot get the weights of {name} ({first_line(err)}); offline, give the "
             f"file: timm:{name}@FILE"
         ) from err
     tensors = {f"{MODEL_PREFIX}{k}": v for k, v in model.state_dict().items()}
-    note = f"timm's {name}"
     return StoredWeights(
-        None, tensors, _config_of(model, arch, {}), _in_chans(model), -1, weights, None, {}, note
+        None, tensors, _config_of(model, arch, {}), _in_chans(model), -1, weights, None
     )
 
 
@@ -306,7 +302,7 @@ def _converted(
     arch: str,
     overrides: dict[str, Any],
     state: dict[str, Any],
-    extra: tuple[dict[str, Tensor], str] | None,
+    heads: dict[str, Tensor],
     pretrained_cfg: Mapping[str, Any] | None = None,
 ) -> StoredWeights:
     """``state`` converted by timm's filter for the architecture ``name``, checked to fit."""
@@ -331,9 +327,8 @@ def _converted(
     if misfit is not None:
         raise BackboneLoadError(f"{path} does not fit timm's {name}: {misfit}")
     tensors = {f"{MODEL_PREFIX}{k}": v.float() for k, v in converted.items()}
-    heads, note = extra if extra is not None else ({}, f"{name} weights from {path}")
     config = _config_of(model, arch, overrides, pretrained_cfg)
-    return StoredWeights(path, tensors, config, _in_chans(model), -1, weights, sha, heads, note)
+    return StoredWeights(path, tensors, config, _in_chans(model), -1, weights, sha, heads)
 
 
 def _in_chans(model: Any) -> int:

@@ -39,8 +39,6 @@ class StoredWeights:
         heads: the projection head of the same network, named as in
             :class:`~patchdino.models.head.DINOHead`, when the file holds one that patchdino's
             head can take (DINO's full checkpoints); empty otherwise.
-        note: what was read and what was left, for one line to the user (empty for
-            patchdino's own files).
     """
 
     path: Path | None
@@ -51,7 +49,6 @@ class StoredWeights:
     source: str = ""
     sha256: str | None = None
     heads: dict[str, Tensor] = field(default_factory=dict)
-    note: str = ""
 
     @property
     def name(self) -> str:
