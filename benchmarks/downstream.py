@@ -104,7 +104,7 @@ def run_one(args: argparse.Namespace, weights: str, folder: Path) -> dict[str, A
         if weights == "pixels" and task in NETWORK_ONLY:
             continue
         common = ["--weights", weights, "--device", args.device, "--no-progress"]
-        if weights != "pixels":
+        if weights == "random":  # trained weights carry their own architecture
             common += ["--config", args.config]
         line, output = task_command(args, task, folder)
         started = time.process_time()
