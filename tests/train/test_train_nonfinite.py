@@ -28,19 +28,20 @@ pytestmark = pytest.mark.usefixtures("no_loss_plots")
 def nan_loss_at(monkeypatch: pytest.MonkeyPatch, bad_step: int, poison_centre: bool) -> None:
     """Make the loss NaN at optimiser step ``bad_step`` (1-based, one forward pass per step).
 
-    With ``poison_centre`` that forward pass also leaves NaN in the centre, as NaN teacher
-    outputs would.
+    With ``poison_centre`` that forward pass sees NaN teacher tokens, so that the centre's
+    statistics of the step are NaN too.
     """
     original = LocalGlobalLoss.forward
     calls = [0]
 
     def forward(self: LocalGlobalLoss, *args: Any, **kwargs: Any) -> Any:
-        out = original(self, *args, **kwargs)
         calls[0] += 1
+        if calls[0] == bad_step and poison_centre:
+            student, teacher, *rest = args
+            return original(self, student, [t * math.nan for t in teacher], *rest, **kwargs)
+        out = original(self, *args, **kwargs)
         if calls[0] != bad_step:
             return out
-        if poison_centre:
-            self.centre.centre.fill_(math.nan)
         return dataclasses.replace(out, loss=out.loss * math.nan)
 
     monkeypatch.setattr(LocalGlobalLoss, "forward", forward)

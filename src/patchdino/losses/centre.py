@@ -11,9 +11,16 @@ Two modes:
 Updates use masked means: each row is moved towards the mean of the teacher outputs observed
 at its positions in this batch, and rows with no observation keep their value (they do not
 decay towards zero). Where the teacher head runs only on matched tokens, a patch position that
-no pair used in a batch is therefore left unchanged. Under ``torch.distributed`` the sums and
-counts are all-reduced first, so every process holds the same centre; without an initialised
-process group the reduction is skipped.
+no pair used in a batch is therefore left unchanged.
+
+The statistics are kept in the head's bottleneck space, not as logits: the last layer has no
+bias, so the mean teacher logit of a row is ``W_t`` times the row's mean bottleneck feature.
+A batch's :class:`CentreUpdate` therefore holds per centre an ``(R, d)`` feature sum and
+``(R,)`` counts (``d`` = 256 in the paper's head, against ``K`` = 65,536 logits), all-reduced
+under ``torch.distributed`` (asynchronously: started when the loss is computed, waited for when
+the update is applied, so that it overlaps the backward pass) and mapped through ``W_t`` once.
+A step that is not taken drops its update; nothing is cloned to undo it. Without an
+initialised process group the reduction is skipped.
 
 Which teacher tokens feed the statistics (``loss.centre_tokens``):
 
@@ -26,6 +33,7 @@ Which teacher tokens feed the statistics (``loss.centre_tokens``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -156,23 +164,29 @@ class Centre(nn.Module):
 
         Rows whose total weight is zero on every process keep their value.
         """
-        if dist.is_available() and dist.is_initialized():
+        if _reducing():
             dist.all_reduce(sums)
             dist.all_reduce(counts)
+        self.step(sums, counts)
+
+    @torch.no_grad()
+    def step(self, sums: Tensor, counts: Tensor) -> None:
+        """EMA step from per-row sums ``(R, K)`` and weights ``(R,)`` already summed over
+        every process; rows of total weight zero keep their value."""
         seen = counts > 0  # (R,)
         mean = sums / counts.clamp_min(torch.finfo(counts.dtype).tiny)[:, None]  # (R, K)
         updated = self.centre * self.momentum + mean * (1.0 - self.momentum)
         self.centre.copy_(torch.where(seen[:, None], updated, self.centre))
 
     @torch.no_grad()
-    def update_from(self, centrings: Sequence[Centring]) -> None:
-        """EMA step from the statistics that centrings of this centre collected in one batch."""
-        if not centrings or any(c.centre is not self for c in centrings):
-            raise ValueError("update_from needs at least one centring, all of this centre")
-        sums, counts = centrings[0].sums, centrings[0].counts
-        for centring in centrings[1:]:
-            sums, counts = sums + centring.sums, counts + centring.counts
-        self.update_from_statistics(sums, counts)
+    def update_from(self, centrings: Sequence[Centring], weight: Tensor) -> None:
+        """EMA step from the statistics that centrings of this centre collected in one batch.
+
+        Args:
+            centrings: this centre's centrings of the batch.
+            weight: ``(K, d)`` the teacher's last-layer weight that made their logits.
+        """
+        CentreUpdate([(self, centrings, weight)]).apply()
 
     @torch.no_grad()
     def update(
@@ -197,14 +211,16 @@ class Centre(nn.Module):
 class Centring:
     """Centres one batch's teacher logits chunk by chunk and collects the centre's statistics.
 
-    Made by :meth:`Centre.centring` for ``M`` teacher tokens. Each call takes the raw logits
-    of a consecutive range of those tokens, adds them to the per-row sums, and subtracts the
-    tokens' centre rows. When every token has passed once, :attr:`sums` and :attr:`counts`
-    are the batch's statistics for :meth:`Centre.update_from`.
+    Made by :meth:`Centre.centring` for ``M`` teacher tokens. :meth:`prepare` (or
+    :meth:`observe_features`, range by range) takes their ``(M, d)`` bottleneck features and
+    sums them per centre row; each call then subtracts the tokens' centre rows from a range
+    of their raw logits. :attr:`features` and :attr:`counts` are the batch's statistics for a
+    :class:`CentreUpdate`: the raw logits' per-row sums are ``features @ W_t.T``.
 
     Attributes:
         centre: the centre whose values are subtracted.
-        sums: ``(R, K)`` sums of the raw logits seen so far, per centre row.
+        features: ``(R, d)`` sums of the bottleneck features seen so far, per centre row
+            (None before any).
         counts: ``(R,)`` number of the ``M`` tokens per centre row (all tokens, from the start).
     """
 
@@ -212,14 +228,17 @@ class Centring:
         self.centre = centre
         self._rows = rows  # (M,)
         self._row = row
+        self.features: Tensor | None = None
         with torch.no_grad():
-            self.sums = torch.zeros_like(centre.centre)
-            ones = torch.ones_like(rows, dtype=self.sums.dtype)
-            self.counts = self.sums.new_zeros(centre.num_rows).index_add_(0, rows, ones)
+            dtype = centre.centre.dtype
+            ones = torch.ones_like(rows, dtype=dtype)
+            self.counts = ones.new_zeros(centre.num_rows).index_add_(0, rows, ones)
 
     def prepare(self, features: Tensor, weight: Tensor, temperature: float) -> None:
-        """Nothing to prepare: the EMA centre is known before the batch (see
-        :class:`~patchdino.losses.sinkhorn.SinkhornCentring`, which needs the batch)."""
+        """Sum the ``(M, d)`` teacher features of all the tokens per centre row (the
+        statistics); the EMA centre itself is known before the batch (unlike
+        :class:`~patchdino.losses.sinkhorn.SinkhornCentring`)."""
+        self.observe_features(features, weight, 0, features.shape[0])
 
     @torch.no_grad()
     def __call__(self, logits: Tensor, start: int, end: int) -> Tensor:
@@ -229,39 +248,123 @@ class Centring:
             logits: ``(end - start, K)`` raw teacher logits of those tokens; overwritten when
                 already in the centre's dtype.
         """
-        logits = logits.to(self.sums.dtype)
+        logits = logits.to(self.centre.centre.dtype)
         if self._row is None:
-            rows = self._rows[start:end]
-            self.sums.index_add_(0, rows, logits)
-            return logits.sub_(self.centre(rows))
-        self.sums[self._row] += logits.sum(dim=0)
+            return logits.sub_(self.centre(self._rows[start:end]))
         return logits.sub_(self.centre.centre[self._row])
 
     @torch.no_grad()
     def offsets(self, features: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """The centre's ``(R, K)`` rows and each token's row, having added the statistics of
-        the raw logits ``features @ weight.T`` of all ``M`` tokens (``(M, d)`` features)."""
-        self.observe_features(features, weight, 0, features.shape[0])
+        """The centre's ``(R, K)`` rows and each token's row (the statistics come from
+        :meth:`prepare`)."""
         rows = self._rows if self._row is None else torch.full_like(self._rows, self._row)
         return self.centre.centre, rows
 
     @torch.no_grad()
     def observe_features(self, features: Tensor, weight: Tensor, start: int, end: int) -> None:
-        """Add the raw logits ``features @ weight.T`` of tokens ``start:end`` to :attr:`sums`.
-
-        For statistics only: nothing is centred. The logits are linear in the features, so
-        the per-row sums are taken over the ``d``-wide features first and projected once;
-        no ``(end - start, K)`` tensor is made.
+        """Add the bottleneck features of tokens ``start:end`` to :attr:`features`.
 
         Args:
             features: ``(end - start, d)`` bottleneck features of those tokens.
-            weight: ``(K, d)`` last-layer weight of the head that made them.
+            weight: ``(K, d)`` last-layer weight of the head that made them (their logits
+                are ``features @ weight.T``; the update maps the sums through it).
         """
-        dtype = self.sums.dtype
-        features, weight = features.to(dtype), weight.to(dtype)
+        dtype = self.centre.centre.dtype
+        features = features.to(dtype)
+        if self.features is None:
+            self.features = features.new_zeros(self.centre.num_rows, features.shape[1])
         if self._row is None:
-            rows = features.new_zeros(self.centre.num_rows, features.shape[1])  # (R, d)
-            rows.index_add_(0, self._rows[start:end], features)
-            self.sums += rows @ weight.T  # (R, K)
+            self.features.index_add_(0, self._rows[start:end], features)
         else:
-            self.sums[self._row] += features.sum(dim=0) @ weight.T  # (K,)
+            self.features[self._row] += features.sum(dim=0)
+
+
+def _reducing() -> bool:
+    """Whether statistics are summed over processes (an initialised process group)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+class CentreUpdate:
+    """One batch's EMA centre updates, reduced across processes and applied later, or dropped.
+
+    Made when the loss is computed: the statistics of every centre (its centrings' summed
+    ``(R, d)`` features and ``(R,)`` counts, :class:`Centring`) go into one flat buffer whose
+    all-reduce starts at once (asynchronously) under ``torch.distributed``. :meth:`apply` waits
+    for it and moves each centre; :meth:`discard` waits and drops it (a skipped step).
+
+    Args:
+        parts: per centre, its centrings of the batch and the ``(K, d)`` last-layer weight of
+            the teacher head that made their logits (one head per centre).
+        reduce: sum over processes when a process group is initialised.
+
+    Attributes:
+        nbytes: bytes of the buffer all-reduced (0 without a process group).
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[tuple[Centre, Sequence[Centring], Tensor]],
+        reduce: bool = True,
+    ) -> None:
+        for centre, centrings, _ in parts:
+            if not centrings or any(c.centre is not centre for c in centrings):
+                raise ValueError("a centre update needs centrings, all of their centre")
+            if any(c.features is None for c in centrings):
+                raise ValueError("a centring saw no features (prepare was not called)")
+        self._parts = [(centre, weight.detach()) for centre, _, weight in parts]
+        with torch.no_grad():
+            pieces = []
+            for _, centrings, _ in parts:
+                seen = [c.features for c in centrings if c.features is not None]
+                features = torch.stack(seen).sum(0)  # (R, d)
+                counts = torch.stack([c.counts for c in centrings]).sum(0)
+                pieces.append(torch.cat([features, counts[:, None]], dim=1))  # (R, d + 1)
+            self._shapes = [piece.shape for piece in pieces]
+            self._flat = torch.cat([piece.flatten() for piece in pieces])
+        reducing = reduce and _reducing()
+        self._work = dist.all_reduce(self._flat, async_op=True) if reducing else None
+        self.nbytes = self._flat.numel() * self._flat.element_size() if reducing else 0
+        self._done = False
+
+    def _wait(self) -> None:
+        if self._done:
+            raise RuntimeError("this centre update was already applied or discarded")
+        self._done = True
+        if self._work is not None:
+            self._work.wait()
+
+    @torch.no_grad()
+    def statistics(self) -> list[tuple[Centre, Tensor, Tensor]]:
+        """Wait for the reduction; per centre the ``(R, K)`` logit sums and ``(R,)`` counts."""
+        self._wait()
+        out = []
+        for (centre, weight), piece in zip(
+            self._parts, self._flat.split([math.prod(s) for s in self._shapes])
+        ):
+            table = piece.view(-1, weight.shape[1] + 1)
+            sums = table[:, :-1] @ weight.to(table.dtype).T  # (R, K): logits are linear
+            out.append((centre, sums, table[:, -1]))
+        return out
+
+    def apply(self) -> None:
+        """Wait for the reduction and move every centre (see :meth:`Centre.step`)."""
+        apply_updates([self])
+
+    def discard(self) -> None:
+        """Wait for the reduction (every process takes part in it) and drop the update."""
+        self._wait()
+
+
+@torch.no_grad()
+def apply_updates(updates: Sequence[CentreUpdate]) -> None:
+    """One EMA step per centre from the summed statistics of ``updates`` (the micro-batches
+    of one optimiser step, as one batch of all their images)."""
+    totals: dict[Centre, tuple[Tensor, Tensor]] = {}
+    for update in updates:
+        for centre, sums, counts in update.statistics():
+            if centre in totals:
+                old_sums, old_counts = totals[centre]
+                sums, counts = old_sums + sums, old_counts + counts
+            totals[centre] = (sums, counts)
+    for centre, (sums, counts) in totals.items():
+        centre.step(sums, counts)

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from patchdino.config import Config, LossConfig, TermsConfig
-from patchdino.losses.centre import Centre, Centring
+from patchdino.losses.centre import Centre, CentreUpdate, Centring
 from patchdino.losses.centring import TeacherCentring
 from patchdino.losses.heads import HeadPair, ProjectionHead
 from patchdino.losses.kernel import resolve_kernel
@@ -81,11 +81,15 @@ class LocalGlobalOutput:
             ``loss_cls`` and ``loss_patch`` are always there (0 for a term left out).
         statistics: other detached scalars worth logging, by name: ``matched_patches``, the
             mean number of matched patch pairs per ``(sample, teacher view, student view)``.
+        centre_update: see below.
     """
 
     loss: Tensor
     terms: Mapping[str, Tensor]
     statistics: Mapping[str, Tensor] = field(default_factory=dict)
+    centre_update: CentreUpdate | None = None
+    """With ``defer_centre``: the batch's EMA centre update, already being reduced across
+    processes, for the caller to apply once the step is taken (or discard); else None."""
 
     def scalars(self) -> dict[str, Tensor]:
         """Everything to log, by name: ``loss`` (detached), the terms and the statistics."""
@@ -315,6 +319,7 @@ class LocalGlobalLoss(nn.Module):
         matches: Mapping[ViewPair, PatchMatches] | None = None,
         teacher_local_tokens: Sequence[Tensor] = (),
         update_centre: bool = True,
+        defer_centre: bool = False,
     ) -> LocalGlobalOutput:
         """Loss of one batch, with its pairs given as a plan or as matches.
 
@@ -334,6 +339,9 @@ class LocalGlobalLoss(nn.Module):
             teacher_local_tokens: with ``local_local``, per local view the ``(B, 1 + N_v, D)``
                 teacher tokens; empty otherwise.
             update_centre: afterwards, move the centre towards this batch's teacher outputs.
+            defer_centre: return that move as :attr:`LocalGlobalOutput.centre_update`
+                instead of making it (its reduction across processes starts now); for a
+                caller that applies it only if the optimiser step is taken.
 
         Returns:
             :class:`LocalGlobalOutput` with a ``loss_<term>`` entry per term and the
@@ -380,9 +388,11 @@ class LocalGlobalLoss(nn.Module):
         )
         values = {name: self.weights[name] * term(inputs) for name, term in self.terms.items()}
         loss = torch.stack(list(values.values())).sum()
-        if update_centre:
-            for centre, centrings in used.items():
-                self._update(centre, centrings, teacher_heads[1], teachers, len(teacher_tokens))
+        update = None
+        if update_centre and used:
+            update = self._centre_update(used, teacher_heads, teachers, len(teacher_tokens))
+            if not defer_centre:
+                update.apply()
         terms = {f"loss_{name}": value.detach() for name, value in values.items()}
         for name in ("loss_cls", "loss_patch"):
             terms.setdefault(name, torch.zeros_like(loss).detach())
@@ -390,6 +400,7 @@ class LocalGlobalLoss(nn.Module):
             loss=loss,
             terms=dict(sorted(terms.items(), key=lambda item: _term_order(item[0]))),
             statistics={"matched_patches": plan.matched_patches.detach()},
+            centre_update=update if defer_centre else None,
         )
 
     def _centre_of(self, patches: bool) -> Centre:
@@ -398,23 +409,35 @@ class LocalGlobalLoss(nn.Module):
             return self.patch_centre
         return self.centre
 
-    def _update(
+    def _centre_update(
         self,
-        centre: Centre,
-        centrings: Sequence[tuple[Centring, bool]],
-        patch_head: ProjectionHead,
+        used: Mapping[Centre, Sequence[tuple[Centring, bool]]],
+        teacher_heads: HeadPair,
         teachers: Sequence[Tensor],
         num_global: int,
-    ) -> None:
-        """EMA step of ``centre`` from the centrings of this batch that used it.
+    ) -> CentreUpdate:
+        """The EMA update of every centre from the centrings of this batch that used it.
 
         With ``centre_tokens="all"`` the patch tokens' statistics are those of every patch
-        token of every teacher view, in place of the selected ones.
+        token of every teacher view, in place of the selected ones. Each centre's logits come
+        from one teacher head (a centre serves CLS and patch tokens only when they share the
+        head), whose last-layer weight maps its feature sums to logit sums.
         """
-        observed = [c for c, patches in centrings if not (patches and self.centre_tokens == "all")]
-        if self.centre_tokens == "all" and any(patches for _, patches in centrings):
-            observed.append(_all_patches(centre, patch_head, teachers, num_global))
-        centre.update_from(observed)
+        cls_head, patch_head = teacher_heads
+        parts = []
+        for centre, centrings in used.items():
+            kinds = {patches for _, patches in centrings}
+            if kinds == {False, True} and cls_head is not patch_head:
+                raise ValueError("one centre serves CLS and patch tokens of different heads")
+            head = patch_head if True in kinds else cls_head
+            observed = [
+                c for c, patches in centrings if not (patches and self.centre_tokens == "all")
+            ]
+            if self.centre_tokens == "all" and True in kinds:
+                observed.append(_all_patches(centre, patch_head, teachers, num_global))
+            with torch.no_grad():
+                parts.append((centre, observed, head.last_layer_weight()))
+        return CentreUpdate(parts)
 
     def _check_views(
         self,

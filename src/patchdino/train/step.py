@@ -171,6 +171,7 @@ class PretrainStep(nn.Module):
         plan: Any,
         teacher_temp: float,
         phases: Phases | None = None,
+        defer_centre: bool = False,
     ) -> LocalGlobalOutput:
         """Loss of ``batch`` with the matches of ``plan`` at teacher temperature ``teacher_temp``.
 
@@ -180,6 +181,8 @@ class PretrainStep(nn.Module):
                 loss's own ``plan`` gives (the reference computation's matches).
             teacher_temp: teacher temperature of this step.
             phases: wraps the phases ``teacher forward``, ``student forward`` and ``loss``.
+            defer_centre: return the EMA centre's update in the output instead of making it
+                (:attr:`LocalGlobalOutput.centre_update`).
 
         Returns:
             The loss output (total, named terms and statistics).
@@ -201,6 +204,7 @@ class PretrainStep(nn.Module):
                 teacher_temp,
                 plan=plan,
                 teacher_local_tokens=teacher_local,
+                **({"defer_centre": True} if defer_centre else {}),
             )
 
 
@@ -214,6 +218,7 @@ def forward_backward(
     accumulation: int = 1,
     sync: bool = True,
     phases: Phases | None = None,
+    apply_centre: bool = True,
 ) -> LocalGlobalOutput:
     """Loss of one (micro-)batch and the backward pass of it divided by ``accumulation``.
 
@@ -232,6 +237,9 @@ def forward_backward(
         sync: under DDP, average the gradients over processes in this backward pass (False
             for all but the last micro-batch of an accumulated step); ignored without DDP.
         phases: wraps the forward phases (see :meth:`PretrainStep.forward`) and ``backward``.
+        apply_centre: move the EMA centre during the forward pass (False: the output's
+            ``centre_update`` holds the move, its reduction across processes running during
+            the backward pass, for the caller to apply once the optimiser step is taken).
 
     Returns:
         The loss output; ``loss`` is not divided.
@@ -240,7 +248,8 @@ def forward_backward(
     no_sync = not sync and isinstance(forward, DistributedDataParallel)
     with forward.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
         with autocast_for(precision, device):
-            out: LocalGlobalOutput = forward(batch, plan, teacher_temp, phases=phases)
+            defer = {} if apply_centre else {"defer_centre": True}
+            out: LocalGlobalOutput = forward(batch, plan, teacher_temp, phases=phases, **defer)
         with phase(phases, "backward"):
             (out.loss / accumulation).backward()
     return out

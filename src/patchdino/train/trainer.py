@@ -44,6 +44,7 @@ from patchdino.data.workers import worker_failure
 from patchdino.error_text import first_line
 from patchdino.errors import InputError
 from patchdino.losses import PairPlan
+from patchdino.losses.centre import CentreUpdate, apply_updates
 from patchdino.models.backbone import fit_to_backbone, state_dict_misfit
 from patchdino.train import distributed
 from patchdino.train.ahead import Ahead, makes_ahead
@@ -529,10 +530,9 @@ class Trainer:
         """
         config = self.config
         accumulation = config.optim.accumulation
-        # The centre moves during the forward pass; a skipped step puts it back.
-        centre = None
-        if config.run.on_nonfinite == "skip":
-            centre = {k: v.clone() for k, v in self.step_module.loss.state_dict().items()}
+        # The centre moves once the step is taken, from the statistics of all its micro-batches
+        # (reduced across processes during the backward passes); a skipped step drops them.
+        updates: list[CentreUpdate] = []
         totals: dict[str, float] = {}
         for micro in range(accumulation):
             views, plan = inputs.next()
@@ -545,7 +545,10 @@ class Trainer:
                 config.run.precision,
                 accumulation=accumulation,
                 sync=micro == accumulation - 1,
+                apply_centre=False,
             )
+            if out.centre_update is not None:
+                updates.append(out.centre_update)
             scalars = out.scalars()
             numbers = torch.stack([v.detach().to(torch.float64) for v in scalars.values()])
             for key, value in zip(scalars, numbers.tolist()):  # one host sync for all
@@ -558,9 +561,11 @@ class Trainer:
         else:
             self.optimizer.zero_grad(set_to_none=True)
         if math.isfinite(grad_norm):
+            apply_updates(updates)
             return {**totals, "grad_norm": grad_norm}, True
-        if centre is not None:
-            self.step_module.loss.load_state_dict(centre)
+        for update in updates:
+            update.discard()
+        if config.run.on_nonfinite == "skip":
             return totals, False
         bad = f"the gradient norm is {grad_norm}" if math.isfinite(loss) else f"the loss is {loss}"
         raise TrainingError(
