@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -264,13 +265,27 @@ def _ddp_worker(rank: int, world: int, folder: str, data: str) -> None:
     cpu = torch.device("cpu")
     shard = (rank * PER_RANK, (rank + 1) * PER_RANK)
     try:
+        sent: list[int] = []  # bytes of each Python-level all-reduce of a step: the centre's
+        original = dist.all_reduce
+
+        def counting(tensor: Tensor, *args: Any, **kwargs: Any) -> Any:
+            sent.append(tensor.numel() * tensor.element_size())
+            return original(tensor, *args, **kwargs)
+
         for name, overrides in EQUIVALENCE_CONFIGS.items():
             step_module, full = _build(tiny_config(Path(data), *overrides))
             forward = distributed.wrap_model(step_module, cpu)
-            loss = _step(step_module, forward, _shard(full, *shard))
+            sent.clear()
+            dist.all_reduce = counting  # type: ignore[assignment]
+            try:
+                loss = _step(step_module, forward, _shard(full, *shard))
+            finally:
+                dist.all_reduce = original
             mean = distributed.mean_across_ranks({"loss": loss.item()}, cpu)
             if rank == 0:
-                torch.save(_result(step_module, mean["loss"]), Path(folder) / f"{name}.pt")
+                result = _result(step_module, mean["loss"])
+                result["centre_bytes"] = torch.tensor(sent)
+                torch.save(result, Path(folder) / f"{name}.pt")
         # Without find_unused_parameters, DDP fails on the second forward pass here.
         config = tiny_config(Path(data), *UNUSED_HEAD)
         step_module, full = _build(config)
@@ -303,6 +318,10 @@ def test_two_ranks_match_one_process_with_the_whole_batch(ddp_results: Path, nam
     half_module, _ = _build(config)
     half = _result(half_module, _step(half_module, half_module, _shard(full, 0, PER_RANK)).item())
 
+    # The centre sends one (R, d + 1) table per centre: feature sums and counts, d = 16 here.
+    rows = [c.num_rows for c in (step_module.loss.centre, step_module.loss.patch_centre) if c]
+    bottleneck = config.model.bottleneck_dim
+    assert ranks.pop("centre_bytes").tolist() == [sum(rows) * (bottleneck + 1) * 4]
     assert ranks.keys() == expected.keys()
     grads = [k for k in expected if k.startswith("grad.")]
     assert any("last_layer" in k for k in grads) and any("backbone" in k for k in grads)
