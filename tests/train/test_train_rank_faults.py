@@ -158,6 +158,8 @@ def test_peer_failures_are_told_from_other_errors(monkeypatch: pytest.MonkeyPatc
     assert distributed.peer_failure(gloo)
     closed = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [::1]:1")
     assert distributed.peer_failure(closed)
+    # the next collective on a connection an (asynchronous) timed-out one closed
+    assert distributed.peer_failure(RuntimeError("Application timeout caused pair closure"))
     assert not distributed.peer_failure(RuntimeError("DataLoader timed out after 5 seconds"))
     assert not distributed.peer_failure(ValueError("gloo timed out"))
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)

@@ -178,8 +178,8 @@ def _column_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotati
     )
 
 
-def _blocks(dim: int) -> tuple[int, int, int, int]:
-    """``(block_m, block_k, block_d, num_warps)`` for rows ``dim`` wide."""
+def launch_blocks(dim: int) -> tuple[int, int, int, int]:
+    """``(block_m, block_k, block_d, num_warps)`` the launch uses for rows ``dim`` wide."""
     block_d = max(16, triton.next_power_of_2(dim))
     if block_d > 128:
         return 64, 32, block_d, 8
@@ -267,7 +267,7 @@ def _launch(
     """Run ``kernel`` (both take the same arguments): one program per block of rows, or per
     tile of keys (``over_keys``); ``third`` is ``V`` or ``G``."""
     num_rows, dim = queries.shape
-    block_m, block_k, block_d, warps = _blocks(dim)
+    block_m, block_k, block_d, warps = launch_blocks(dim)
     block_m, block_k = blocks or (block_m, block_k)
     table, table_rows = _bias(bias, queries)
     grid = (triton.cdiv(keys.shape[0], block_k) if over_keys else triton.cdiv(num_rows, block_m),)
@@ -294,6 +294,31 @@ def _launch(
         block_d=block_d,
         num_warps=warps,
     )
+
+
+KERNELS = {"row": _row_kernel, "column": _column_kernel}
+"""Every kernel of this module by name (both take the arguments :func:`_launch` passes)."""
+
+
+def kernel_signature(kernel: Any, dtype: str) -> dict[str, str]:
+    """Triton's signature of ``kernel`` as :func:`_launch` calls it with ``dtype`` inputs
+    (``"bf16"`` or ``"fp16"``): the queries, keys and third operand in ``dtype``, the bias
+    table, log-sum-exp and output in float32, the table rows int64, sizes and strides int32;
+    for compiling ahead of time (:mod:`patchdino.bench.triton_aot`)."""
+    fixed = {"bias_ptr": "*fp32", "lse_ptr": "*fp32", "out_ptr": "*fp32", "bias_rows_ptr": "*i64"}
+    signature = {}
+    for name in kernel.arg_names:
+        if name in fixed:
+            signature[name] = fixed[name]
+        elif name.endswith("_ptr"):
+            signature[name] = f"*{dtype}"
+        elif name == "scale":
+            signature[name] = "fp32"
+        elif name in ("has_bias", "block_m", "block_k", "block_d"):
+            signature[name] = "constexpr"
+        else:
+            signature[name] = "i32"
+    return signature
 
 
 def _bias(bias: tuple[Tensor, Tensor] | None, queries: Tensor) -> tuple[Tensor, Tensor]:

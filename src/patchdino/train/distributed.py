@@ -182,6 +182,10 @@ def shutdown() -> None:
 
 _COLLECTIVE = re.compile(r"gloo|nccl|collective|for (recv|send) operation", re.IGNORECASE)
 _PEER_GONE = re.compile(r"timed out|timeout|closed|reset by peer|refused|abort", re.IGNORECASE)
+_PAIR_CLOSED = re.compile(r"timeout caused pair closure", re.IGNORECASE)
+"""gloo's message for a collective on a connection that an earlier collective's timeout
+closed (e.g. DDP's gradient reduction after the centre's asynchronous all-reduce timed out),
+which names neither gloo nor the collective."""
 
 
 def peer_failure(err: BaseException) -> bool:
@@ -190,4 +194,6 @@ def peer_failure(err: BaseException) -> bool:
     if not (dist.is_available() and dist.is_initialized()) or not isinstance(err, RuntimeError):
         return False
     text = str(err)
-    return bool(_COLLECTIVE.search(text) and _PEER_GONE.search(text))
+    return bool(_COLLECTIVE.search(text) and _PEER_GONE.search(text)) or bool(
+        _PAIR_CLOSED.search(text)
+    )
