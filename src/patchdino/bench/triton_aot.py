@@ -161,16 +161,29 @@ def _ptxas_report(ptxas: str, ptx: str, arch: int) -> tuple[int, int]:
     return int(registers.group(1)), int(spills.group(1)) + int(spills.group(2))
 
 
-def all_cases(archs: Sequence[int] = tuple(ARCHS), dims: Sequence[int] = DIMS) -> list[AotCase]:
-    """Every kernel x arch x dtype x ``d`` x bias, compiled (a few seconds each, cold)."""
-    return [
-        compile_case(kernel, arch, dtype, dim, bias)
+def all_cases(
+    archs: Sequence[int] = tuple(ARCHS), dims: Sequence[int] = DIMS, jobs: int = 1
+) -> list[AotCase]:
+    """Every kernel x arch x dtype x ``d`` x bias, compiled (about a second each, cold), in
+    ``jobs`` processes; in that order."""
+    keys = [
+        (kernel, arch, dtype, dim, bias)
         for kernel in ("row", "column")
         for arch in archs
         for dtype in DTYPES
         for dim in dims
         for bias in (True, False)
     ]
+    if jobs <= 1:
+        return [compile_case(*key) for key in keys]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(_compile_key, keys))
+
+
+def _compile_key(key: tuple[str, int, str, int, bool]) -> AotCase:
+    return compile_case(*key)
 
 
 def markdown(cases: Sequence[AotCase]) -> str:
@@ -195,10 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
     parser.add_argument("--archs", default="80,90", help="compute capabilities x 10")
     parser.add_argument("--dims", default=",".join(map(str, DIMS)), help="bottleneck widths")
-    args = parser.parse_args(argv)
-    cases = all_cases(
-        [int(a) for a in args.archs.split(",")], [int(d) for d in args.dims.split(",")]
+    parser.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="compiling processes"
     )
+    args = parser.parse_args(argv)
+    archs = [int(a) for a in args.archs.split(",")]
+    cases = all_cases(archs, [int(d) for d in args.dims.split(",")], args.jobs)
     if args.json:
         for case in cases:
             print(json.dumps(dataclasses.asdict(case)))
