@@ -19,13 +19,18 @@ import pytest
 pytest.importorskip("triton", reason="Triton is not installed")
 
 from patchdino.bench.triton_aot import ARCHS, DIMS, DTYPES, RESERVED_SMEM, AotCase, blocks_per_sm
+from patchdino.losses.triton_distill import Tile, tile_space
+
+
+def _tile(case: AotCase) -> Tile:
+    return Tile(case.block_m, case.block_k, case.warps, case.stages)
 
 
 @pytest.fixture(scope="module")
 def cases() -> list[AotCase]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-m", "patchdino.bench.triton_aot", "--json"],
+        [sys.executable, "-m", "patchdino.bench.triton_aot", "--json", "--space"],
         capture_output=True,
         text=True,
         env=env,
@@ -37,7 +42,8 @@ def cases() -> list[AotCase]:
 
 
 def test_every_kernel_compiles_for_both_architectures(cases: list[AotCase]) -> None:
-    keys = {(c.kernel, c.arch, c.dtype, c.dim, c.bias) for c in cases}
+    defaults = [c for c in cases if _tile(c) == tile_space(c.dim)[0]]
+    keys = {(c.kernel, c.arch, c.dtype, c.dim, c.bias) for c in defaults}
     want = {
         (k, a, t, d, b)
         for k in ("row", "column")
@@ -58,8 +64,9 @@ def test_no_spills_and_shared_memory_within_the_block_limit(cases: list[AotCase]
 
 def test_tensor_cores_are_used(cases: list[AotCase]) -> None:
     for case in cases:
-        if case.arch == 90 and case.dtype == "bf16":
-            assert case.wgmma, case  # Hopper's warpgroup MMA
+        assert case.wgmma or case.mma, case  # tensor cores everywhere
+        if case.arch == 90 and case.dtype == "bf16" and _tile(case) == tile_space(case.dim)[0]:
+            assert case.wgmma, case  # the default tiles: Hopper's warpgroup MMA
         if case.arch == 80:
             assert case.mma and not case.wgmma, case  # Ampere's mma.sync
 
@@ -74,3 +81,17 @@ def test_blocks_per_sm_follows_the_occupancy_rules() -> None:
     assert blocks_per_sm(80, 32, 100 * 1024, 4) == 1
     # threads decide: 32 registers, no shared memory, 16 warps: 2,048 threads / 512 = 4.
     assert blocks_per_sm(80, 32, 0, 16) == 4
+
+
+def test_every_tile_of_the_space_compiles_and_one_holds_two_blocks(cases: list[AotCase]) -> None:
+    for kernel in ("row", "column"):
+        for arch in ARCHS:
+            for dim in DIMS:
+                found = {
+                    Tile(c.block_m, c.block_k, c.warps, c.stages): c.blocks_per_sm
+                    for c in cases
+                    if (c.kernel, c.arch, c.dim, c.dtype, c.bias)
+                    == (kernel, arch, dim, "bf16", True)
+                }
+                assert set(found) == set(tile_space(dim)), (kernel, arch, dim)
+                assert max(found.values()) >= 2, (kernel, arch, dim, found)

@@ -78,10 +78,11 @@ def test_small_blocks_cover_ragged_tiles() -> None:
     table, table_rows = torch.randn(2, 150, generator=g), torch.randint(0, 2, (45,), generator=g)
     bias = (table.to(DEVICE), table_rows.to(DEVICE))
     q, w, v, grads = (t.to(DEVICE) for t in (q, w, v, grads))
-    lse, out = triton_distill.softmax_rows(q, w, v, 2.0, bias, blocks=(16, 32))
+    tile = triton_distill.Tile(16, 32, 4)
+    lse, out = triton_distill.softmax_rows(q, w, v, 2.0, bias, tile)
     p = _reference(q, w, 2.0, bias)
     _close(out, p @ v.double().cpu(), torch.float32)
-    columns = triton_distill.softmax_columns(q, w, lse, grads, 2.0, bias, blocks=(16, 32))
+    columns = triton_distill.softmax_columns(q, w, lse, grads, 2.0, bias, tile)
     _close(columns, p.T @ grads.double().cpu(), torch.float32)
 
 
@@ -226,3 +227,60 @@ def test_kernel_choice_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> No
     assert kernel_problem("fastest", "cpu") == (
         "loss.kernel must be one of auto, torch, chunked, triton, got 'fastest'"
     )
+
+
+@pytest.mark.parametrize("dim", [32, 256])
+def test_every_tile_the_tuner_may_choose_gives_the_softmax(dim: int) -> None:
+    """Each tile of the space (the default first), with ragged row blocks and key tiles."""
+    g = torch.Generator().manual_seed(dim)
+    q, w, v, grads = (torch.randn(n, dim, generator=g) for n in (37, 300, 300, 37))
+    table, table_rows = torch.randn(2, 300, generator=g), torch.randint(0, 2, (37,), generator=g)
+    bias = (table.to(DEVICE), table_rows.to(DEVICE))
+    q, w, v, grads = (t.to(DEVICE) for t in (q, w, v, grads))
+    p = _reference(q, w, 2.0, bias)
+    space = triton_distill.tile_space(dim)
+    assert space[0] == triton_distill.Tile(*triton_distill.launch_blocks(dim)[:2], space[0].warps)
+    for tile in space:
+        lse, out = triton_distill.softmax_rows(q, w, v, 2.0, bias, tile)
+        _close(out, p @ v.double().cpu(), torch.float32)
+        columns = triton_distill.softmax_columns(q, w, lse, grads, 2.0, bias, tile)
+        _close(columns, p.T @ grads.double().cpu(), torch.float32)
+
+
+def test_the_tuner_times_each_tile_once_keeps_the_fastest_and_logs_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    space = triton_distill.tile_space(256)
+    cost = dict(zip(space, (3.0, 1.0, 2.0)))
+    ran: list[object] = []
+
+    def timer(call: object) -> float:
+        call()  # type: ignore[operator]
+        return cost[ran[-1]]  # type: ignore[index]
+
+    tuner = triton_distill.TileTuner(timer)
+    key = ("row", (9, 0), "bfloat16", 256, 65536, True)
+    with caplog.at_level("INFO", logger=triton_distill.__name__):
+        assert tuner.tile(key, space, ran.append, on_gpu=True) == space[1]
+        assert tuner.tile(key, space, ran.append, on_gpu=True) == space[1]
+    assert ran == list(space)  # each timed once; the second call reuses the choice
+    logged = [r.getMessage() for r in caplog.records if "loss.kernel=triton" in r.getMessage()]
+    assert len(logged) == 1 and "d=256" in logged[0] and "block_m=32" in logged[0]
+    # Off a GPU: the default tile, nothing timed.
+    other = ("column", (0, 0), "float32", 32, 64, False)
+    assert tuner.tile(other, space, ran.append, on_gpu=False) == space[0] and len(ran) == 3
+
+
+def test_a_tile_too_large_for_the_card_is_passed_over() -> None:
+    space = triton_distill.tile_space(64)
+
+    def timer(call: object) -> float:
+        call()  # type: ignore[operator]
+        return 1.0
+
+    def run(tile: object) -> None:
+        if tile == space[0]:
+            raise triton_distill.triton.runtime.errors.OutOfResources(300_000, 232_448, "shared")
+
+    key = ("row", (8, 0), "float16", 64, 1024, True)
+    assert triton_distill.TileTuner(timer).tile(key, space, run, on_gpu=True) == space[1]

@@ -178,4 +178,21 @@ class BenchResult:
             "memory_method": self.memory_method,
             "rows": [r.to_dict() for r in self.rows],
             "ratios": self.ratios(),
+            "triton_tiles": triton_tiles(),
         }
+
+
+def triton_tiles() -> list[dict[str, Any]]:
+    """The tiles :data:`~patchdino.losses.triton_distill.TUNER` chose in this process, one
+    record per kernel key (none when ``loss.kernel=triton`` never ran; Triton not imported)."""
+    import dataclasses
+    import sys
+
+    module = sys.modules.get("patchdino.losses.triton_distill")
+    if module is None:
+        return []
+    names = ("kernel", "capability", "dtype", "dim", "keys", "bias")
+    return [
+        {**dict(zip(names, key)), "tile": dataclasses.asdict(tile)}
+        for key, tile in module.TUNER.chosen.items()
+    ]

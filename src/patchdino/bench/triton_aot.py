@@ -4,7 +4,8 @@ Triton compiles for a named target (``GPUTarget("cuda", 80 | 90, 32)``) on any m
 bundled ``ptxas`` then reports what the real compiler made of each kernel. For every kernel of
 :mod:`patchdino.losses.triton_distill`, each dtype and bottleneck width ``d`` it runs with and
 with and without the bias table, at the blocks and warps its launch code picks
-(:func:`~patchdino.losses.triton_distill.launch_blocks`), :func:`compile_case` gives the
+(the first tile of :func:`~patchdino.losses.triton_distill.tile_space`; with ``--space``
+every tile the tuner may choose), :func:`compile_case` gives the
 registers per thread, the bytes spilled to local memory, the shared memory per block, whether
 the matrix products use Hopper's ``wgmma`` or Ampere's ``mma.sync``, and how many blocks fit
 on one SM. Usage (a markdown table, or ``--json``)::
@@ -26,6 +27,10 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from patchdino.losses.triton_distill import Tile
 
 ARCHS: dict[int, dict[str, int]] = {
     80: {"smem_per_block": 166_912, "smem_per_sm": 167_936, "regs_per_sm": 65_536},
@@ -51,7 +56,7 @@ class AotCase:
         dtype: input dtype.
         dim: bottleneck width ``d``.
         bias: compiled with the bias table (the teacher's pass; the student's has none).
-        block_m, block_k, block_d, warps: the launch configuration.
+        block_m, block_k, block_d, warps, stages: the launch configuration.
         registers: 32-bit registers per thread.
         spill_bytes: bytes of local-memory spill stores plus loads.
         shared: bytes of shared memory per block.
@@ -69,6 +74,7 @@ class AotCase:
     block_k: int
     block_d: int
     warps: int
+    stages: int
     registers: int
     spill_bytes: int
     shared: int
@@ -91,8 +97,11 @@ def blocks_per_sm(arch: int, registers: int, shared: int, warps: int) -> int:
     return max(0, min(by_registers, by_shared, by_threads, MAX_BLOCKS))
 
 
-def compile_case(kernel: str, arch: int, dtype: str, dim: int, bias: bool) -> AotCase:
-    """Compile one kernel for ``arch`` at its launch configuration; what ``ptxas`` reports.
+def compile_case(
+    kernel: str, arch: int, dtype: str, dim: int, bias: bool, tile: Tile | None = None
+) -> AotCase:
+    """Compile one kernel for ``arch`` at ``tile`` (default: the launch's default tile);
+    what ``ptxas`` reports.
 
     Raises:
         RuntimeError: under ``TRITON_INTERPRET`` (nothing to compile), or ``ptxas`` failed.
@@ -107,16 +116,17 @@ def compile_case(kernel: str, arch: int, dtype: str, dim: int, bias: bool) -> Ao
     function = triton_distill.KERNELS[kernel]
     if not hasattr(function, "arg_names") or os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("Triton kernels cannot be compiled under TRITON_INTERPRET=1")
-    block_m, block_k, block_d, warps = triton_distill.launch_blocks(dim)
+    tile = tile or triton_distill.tile_space(dim)[0]
+    block_m, block_k, warps = tile.block_m, tile.block_k, tile.warps
+    block_d = triton_distill.block_width(dim)
     constants = {"has_bias": bias, "block_m": block_m, "block_k": block_k, "block_d": block_d}
     source = ASTSource(
         fn=function,
         signature=triton_distill.kernel_signature(function, dtype),
         constexprs=constants,
     )
-    compiled = triton.compile(
-        source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps}
-    )
+    options = {"num_warps": warps, "num_stages": tile.stages}
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     ptx = compiled.asm["ptx"]
     registers, spills = _ptxas_report(get_ptxas(arch).path, ptx, arch)
     shared = int(compiled.metadata.shared)
@@ -130,6 +140,7 @@ def compile_case(kernel: str, arch: int, dtype: str, dim: int, bias: bool) -> Ao
         block_k,
         block_d,
         warps,
+        tile.stages,
         registers,
         spills,
         shared,
@@ -161,19 +172,37 @@ def _ptxas_report(ptxas: str, ptx: str, arch: int) -> tuple[int, int]:
     return int(registers.group(1)), int(spills.group(1)) + int(spills.group(2))
 
 
+CaseKey = tuple[str, int, str, int, bool, "Tile | None"]
+
+
 def all_cases(
-    archs: Sequence[int] = tuple(ARCHS), dims: Sequence[int] = DIMS, jobs: int = 1
+    archs: Sequence[int] = tuple(ARCHS),
+    dims: Sequence[int] = DIMS,
+    jobs: int = 1,
+    space: bool = False,
 ) -> list[AotCase]:
-    """Every kernel x arch x dtype x ``d`` x bias, compiled (about a second each, cold), in
-    ``jobs`` processes; in that order."""
-    keys = [
-        (kernel, arch, dtype, dim, bias)
+    """Every kernel x arch x dtype x ``d`` x bias at the default tile, compiled (about a
+    second each, cold), in ``jobs`` processes, in that order; with ``space`` then every other
+    tile of :func:`~patchdino.losses.triton_distill.tile_space` for bf16 with the bias table
+    (the largest case: fp16 compiles alike, the bias only adds)."""
+    from patchdino.losses.triton_distill import tile_space
+
+    keys: list[CaseKey] = [
+        (kernel, arch, dtype, dim, bias, None)
         for kernel in ("row", "column")
         for arch in archs
         for dtype in DTYPES
         for dim in dims
         for bias in (True, False)
     ]
+    if space:
+        keys += [
+            (kernel, arch, "bf16", dim, True, tile)
+            for kernel in ("row", "column")
+            for arch in archs
+            for dim in dims
+            for tile in tile_space(dim)[1:]
+        ]
     if jobs <= 1:
         return [compile_case(*key) for key in keys]
     from concurrent.futures import ProcessPoolExecutor
@@ -182,22 +211,22 @@ def all_cases(
         return list(pool.map(_compile_key, keys))
 
 
-def _compile_key(key: tuple[str, int, str, int, bool]) -> AotCase:
+def _compile_key(key: CaseKey) -> AotCase:
     return compile_case(*key)
 
 
 def markdown(cases: Sequence[AotCase]) -> str:
     """The table of docs/performance.md."""
     lines = [
-        "| kernel | sm | dtype | d | bias | blocks (m, k, d), warps | registers | spills (B) "
-        "| shared (KiB) | MMA | blocks / SM |",
+        "| kernel | sm | dtype | d | bias | blocks (m, k, d), warps, stages | registers "
+        "| spills (B) | shared (KiB) | MMA | blocks / SM |",
         "| --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for c in cases:
         mma = "wgmma" if c.wgmma else ("mma.sync" if c.mma else "none")
         lines.append(
             f"| {c.kernel} | {c.arch} | {c.dtype} | {c.dim} | {'yes' if c.bias else 'no'} "
-            f"| ({c.block_m}, {c.block_k}, {c.block_d}), {c.warps} | {c.registers} "
+            f"| ({c.block_m}, {c.block_k}, {c.block_d}), {c.warps}, {c.stages} | {c.registers} "
             f"| {c.spill_bytes} | {c.shared / 1024:.1f} | {mma} | {c.blocks_per_sm} |"
         )
     return "\n".join(lines) + "\n"
@@ -211,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="compiling processes"
     )
+    parser.add_argument("--space", action="store_true", help="also every tile the tuner tries")
     args = parser.parse_args(argv)
     archs = [int(a) for a in args.archs.split(",")]
-    cases = all_cases(archs, [int(d) for d in args.dims.split(",")], args.jobs)
+    cases = all_cases(archs, [int(d) for d in args.dims.split(",")], args.jobs, args.space)
     if args.json:
         for case in cases:
             print(json.dumps(dataclasses.asdict(case)))

@@ -27,6 +27,11 @@ its bf16 ``tl.dot`` is wrong, so test fp32 or fp16 there).
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,6 +41,8 @@ from torch import Tensor
 
 from patchdino.losses.centring import TeacherCentring
 from patchdino.losses.factored import Passes
+
+_LOG = logging.getLogger(__name__)
 
 
 @triton.jit
@@ -178,12 +185,106 @@ def _column_kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotati
     )
 
 
+@dataclass(frozen=True)
+class Tile:
+    """A launch configuration of both kernels.
+
+    Attributes:
+        block_m: rows per block.
+        block_k: keys per tile.
+        warps: warps per block.
+        stages: software-pipelining stages of the loops (Triton's ``num_stages``).
+    """
+
+    block_m: int
+    block_k: int
+    warps: int
+    stages: int = 3
+
+
+def block_width(dim: int) -> int:
+    """``block_d``: the feature tile, ``dim`` rounded up to a power of two (at least 16)."""
+    return max(16, triton.next_power_of_2(dim))
+
+
+def tile_space(dim: int) -> tuple[Tile, ...]:
+    """The tiles tried for rows ``dim`` wide, the default first.
+
+    Every one compiles for sm_80 and sm_90 without spills, and for each width one holds two
+    blocks per SM on both (``python -m patchdino.bench.triton_aot --space``, docs/performance.md).
+    """
+    if block_width(dim) > 128:
+        return (Tile(64, 32, 8), Tile(32, 32, 4, 2), Tile(16, 32, 4, 2))
+    return (Tile(64, 64, 4), Tile(32, 64, 4, 2), Tile(32, 32, 4, 2))
+
+
 def launch_blocks(dim: int) -> tuple[int, int, int, int]:
-    """``(block_m, block_k, block_d, num_warps)`` the launch uses for rows ``dim`` wide."""
-    block_d = max(16, triton.next_power_of_2(dim))
-    if block_d > 128:
-        return 64, 32, block_d, 8
-    return 64, 64, block_d, 4
+    """``(block_m, block_k, block_d, num_warps)`` of the default tile for rows ``dim`` wide."""
+    tile = tile_space(dim)[0]
+    return tile.block_m, tile.block_k, block_width(dim), tile.warps
+
+
+TileKey = tuple[str, tuple[int, int], str, int, int, bool]
+"""``(kernel, device capability, dtype, d, K rounded up to a power of two, bias)``."""
+
+
+class TileTuner:
+    """Chooses each kernel's tile on first use, once per :data:`TileKey`.
+
+    On a GPU every tile of :func:`tile_space` runs once on the call's own inputs (the kernels
+    overwrite their outputs, so the real launch after the choice is unaffected) and the fastest
+    is kept for the rest of the run, logged once. Off a GPU (Triton's interpreter) the default
+    tile is used and nothing is timed.
+
+    Args:
+        timer: milliseconds of one call of its argument; None uses ``triton.testing.do_bench``.
+
+    Attributes:
+        chosen: the tile of every key met so far.
+    """
+
+    def __init__(self, timer: Callable[[Callable[[], None]], float] | None = None) -> None:
+        self.chosen: dict[TileKey, Tile] = {}
+        self._timer = timer
+
+    def tile(
+        self,
+        key: TileKey,
+        space: Sequence[Tile],
+        run: Callable[[Tile], None],
+        on_gpu: bool,
+    ) -> Tile:
+        """The tile of ``key``: chosen before, else the fastest of ``space`` under ``run``."""
+        if key in self.chosen:
+            return self.chosen[key]
+        if not on_gpu or len(space) == 1:
+            self.chosen[key] = space[0]
+            return space[0]
+        timer = self._timer or _time_on_gpu
+        times = []
+        for tile in space:
+            try:
+                times.append(timer(functools.partial(run, tile)))
+            except triton.runtime.errors.OutOfResources:  # too large for this card
+                times.append(math.inf)
+        best = space[min(range(len(space)), key=times.__getitem__)]
+        self.chosen[key] = best
+        kernel, capability, dtype, dim, keys, bias = key
+        _LOG.info(
+            "loss.kernel=triton: %s kernel on sm_%d%d, %s, d=%d, K<=%d, bias %s: %s "
+            "(%.3f ms; the tiles tried: %s ms)",
+            kernel, *capability, dtype, dim, keys, bias, best, min(times),
+            ", ".join(f"{t:.3f}" for t in times),
+        )  # fmt: skip
+        return best
+
+
+def _time_on_gpu(call: Callable[[], None]) -> float:
+    return float(triton.testing.do_bench(call, warmup=5, rep=20))
+
+
+TUNER = TileTuner()
+"""The tiles of this process's launches."""
 
 
 def softmax_rows(
@@ -192,7 +293,7 @@ def softmax_rows(
     values: Tensor,
     scale: float,
     bias: tuple[Tensor, Tensor] | None = None,
-    blocks: tuple[int, int] | None = None,
+    tile: Tile | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per row: the log-sum-exp of ``s = (queries @ keys.T - bias) * scale`` and
     ``softmax(s) @ values``.
@@ -203,7 +304,7 @@ def softmax_rows(
         values: ``(K, d)``, cast to the queries' dtype.
         scale: factor of the biased logits (``1 / T``).
         bias: ``(table (B, K), rows (R,) long)``: row ``r`` subtracts ``table[rows[r]]``.
-        blocks: ``(block_m, block_k)`` to use in place of the defaults (tests).
+        tile: the launch configuration; None lets :data:`TUNER` choose it.
 
     Returns:
         ``lse`` ``(R,)`` and ``(R, d)``, float32.
@@ -216,7 +317,7 @@ def softmax_rows(
     out = torch.empty(num_rows, dim, dtype=torch.float32, device=queries.device)
     if num_rows == 0:
         return lse, out
-    _launch(_row_kernel, False, queries, keys, values, lse, out, scale, bias, blocks)
+    _launch(_row_kernel, False, queries, keys, values, lse, out, scale, bias, tile)
     return lse, out
 
 
@@ -227,12 +328,12 @@ def softmax_columns(
     row_grads: Tensor,
     scale: float,
     bias: tuple[Tensor, Tensor] | None = None,
-    blocks: tuple[int, int] | None = None,
+    tile: Tile | None = None,
 ) -> Tensor:
     """``sum_r p_r^T G_r`` ``(K, d)`` for the softmax rows ``p`` of :func:`softmax_rows`.
 
     Args:
-        queries, keys, scale, bias, blocks: as given to :func:`softmax_rows`.
+        queries, keys, scale, bias, tile: as given to :func:`softmax_rows`.
         lse: ``(R,)`` float32 log-sum-exp that :func:`softmax_rows` returned.
         row_grads: ``(R, d)`` ``G``, cast to the queries' dtype.
 
@@ -247,7 +348,7 @@ def softmax_columns(
     if num_rows == 0:
         return out
     _launch(
-        _column_kernel, True, queries, keys, row_grads, lse.contiguous(), out, scale, bias, blocks
+        _column_kernel, True, queries, keys, row_grads, lse.contiguous(), out, scale, bias, tile
     )
     return out
 
@@ -262,38 +363,57 @@ def _launch(
     out: Tensor,
     scale: float,
     bias: tuple[Tensor, Tensor] | None,
-    blocks: tuple[int, int] | None,
+    tile: Tile | None,
 ) -> None:
     """Run ``kernel`` (both take the same arguments): one program per block of rows, or per
-    tile of keys (``over_keys``); ``third`` is ``V`` or ``G``."""
+    tile of keys (``over_keys``); ``third`` is ``V`` or ``G``. Without ``tile``,
+    :data:`TUNER` picks one (timing the space on first use on a GPU)."""
     num_rows, dim = queries.shape
-    block_m, block_k, block_d, warps = launch_blocks(dim)
-    block_m, block_k = blocks or (block_m, block_k)
     table, table_rows = _bias(bias, queries)
-    grid = (triton.cdiv(keys.shape[0], block_k) if over_keys else triton.cdiv(num_rows, block_m),)
-    kernel[grid](
-        queries,
-        keys,
-        third,
-        table,
-        table_rows,
-        lse,
-        out,
-        num_rows,
-        keys.shape[0],
-        dim,
-        scale,
-        queries.stride(0),
-        keys.stride(0),
-        third.stride(0),
-        table.stride(0),
-        out.stride(0),
-        has_bias=bias is not None,
-        block_m=block_m,
-        block_k=block_k,
-        block_d=block_d,
-        num_warps=warps,
-    )
+
+    def run(tile: Tile) -> None:
+        blocks = triton.cdiv(keys.shape[0], tile.block_k) if over_keys else None
+        grid = (blocks or triton.cdiv(num_rows, tile.block_m),)
+        kernel[grid](
+            queries,
+            keys,
+            third,
+            table,
+            table_rows,
+            lse,
+            out,
+            num_rows,
+            keys.shape[0],
+            dim,
+            scale,
+            queries.stride(0),
+            keys.stride(0),
+            third.stride(0),
+            table.stride(0),
+            out.stride(0),
+            has_bias=bias is not None,
+            block_m=tile.block_m,
+            block_k=tile.block_k,
+            block_d=block_width(dim),
+            num_warps=tile.warps,
+            num_stages=tile.stages,
+        )
+
+    if tile is None:
+        on_gpu = queries.is_cuda
+        capability = torch.cuda.get_device_capability(queries.device) if on_gpu else (0, 0)
+        name = "column" if over_keys else "row"
+        dtype = str(queries.dtype).removeprefix("torch.")
+        key = (
+            name,
+            capability,
+            dtype,
+            dim,
+            triton.next_power_of_2(keys.shape[0]),
+            bias is not None,
+        )
+        tile = TUNER.tile(key, tile_space(dim), run, on_gpu)
+    run(tile)
 
 
 KERNELS = {"row": _row_kernel, "column": _column_kernel}
