@@ -456,6 +456,7 @@ def stage_throughput(ctx: Context) -> dict[str, Any]:
             data = json.loads(path.read_text())
             tables[name] = {row["name"]: _short_row(row) for row in data["rows"]}
             runs[name]["machine"] = data.get("machine")
+            runs[name]["triton_tiles"] = data.get("triton_tiles", [])
             runs[name]["settings"] = {
                 k: v for k, v in data.get("settings", {}).items() if k != "arguments"
             }
@@ -808,6 +809,15 @@ def throughput_markdown(result: dict[str, Any] | None) -> list[str]:
         if run.get("timed_out"):
             lines.append("(stopped at its time budget: the rows below are those it finished)")
         lines += ["", *bench_table(rows), ""]
+        tiles = run.get("triton_tiles") or []
+        if tiles:
+            lines += ["Tiles the first-use tuner chose (`loss.kernel=triton`):", ""]
+            lines += [
+                f"- {t['kernel']} kernel, {t['dtype']}, d = {t['dim']}, K <= {t['keys']}, "
+                f"bias {t['bias']}: {t['tile']}"
+                for t in tiles
+            ]
+            lines.append("")
     lines += ["### Goals", "", "| goal | limit | measured | met | missed by |"]
     lines.append("| --- | ---: | ---: | :---: | ---: |")
     for goal in result.get("goals", []):

@@ -114,6 +114,16 @@ def _throughput(kit: ModuleType, tables: dict[str, Any]) -> dict[str, Any]:
     return {"status": "ok", "tables": tables, "goals": kit.check_goals(tables), "runs": runs}
 
 
+def test_throughput_lists_the_tiles_the_tuner_chose(kit: ModuleType) -> None:
+    result = _throughput(kit, TABLES)
+    tile = {"block_m": 32, "block_k": 32, "warps": 4, "stages": 2}
+    chosen = {"kernel": "row", "dtype": "bfloat16", "dim": 256, "keys": 65536, "bias": True}
+    result["runs"]["k65536"]["triton_tiles"] = [{**chosen, "capability": [9, 0], "tile": tile}]
+    text = "\n".join(kit.throughput_markdown(result))
+    assert "row kernel, bfloat16, d = 256, K <= 65536, bias True: " in text
+    assert "'block_m': 32" in text and text.count("Tiles the first-use tuner chose") == 1
+
+
 def test_merge_takes_each_stage_from_the_last_run_that_has_it(kit: ModuleType) -> None:
     first = _evidence(
         "1",
