@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from patchdino.cli.main import build_parser, main
-from patchdino.cli.pretrain import bad_image_message, overrides_from_args
+from patchdino.cli.pretrain import overrides_from_args
 from patchdino.config import load_config, packaged_config_names
-from patchdino.data.datasets import BadImageError
 
 
 def parse(*argv: str) -> list[str]:
@@ -52,19 +51,6 @@ def test_output_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main(["pretrain"])
     assert exit_info.value.code == 2
     assert "--output" in capsys.readouterr().err
-
-
-def test_bad_image_message_unwraps_worker_errors(tmp_path: Path) -> None:
-    error = BadImageError(tmp_path / "x.jpg", "the file is empty (0 bytes)")
-    assert bad_image_message(error) == str(error)
-    worker = RuntimeError(
-        "Caught BadImageError in DataLoader worker process 1.\nOriginal Traceback (most recent "
-        'call last):\n  File "decode.py", line 9, in decode_image\n    raise BadImageError\n'
-        f"patchdino.data.datasets.bad_images.BadImageError: {error}\n"
-    )
-    assert bad_image_message(worker) == str(error)
-    assert bad_image_message(RuntimeError("CUDA out of memory")) is None
-    assert bad_image_message(ValueError("something else")) is None
 
 
 def test_help_lists_the_packaged_configs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,28 +122,10 @@ def architecture_overrides(stored: StoredWeights, overrides: Sequence[str]) -> l
     return adopted
 
 
-def bad_image_message(err: BaseException) -> str | None:
-    """The message of an unreadable image file behind ``err``, or None for other errors.
-
-    A :class:`~patchdino.data.datasets.BadImageError` raised in a DataLoader worker reaches
-    the main process as a RuntimeError holding the worker's traceback; its last line is the
-    original message.
-    """
-    from patchdino.data.datasets import BadImageError
-
-    if isinstance(err, BadImageError):
-        return str(err)
-    text = str(err)
-    if isinstance(err, RuntimeError) and text.startswith("Caught BadImageError"):
-        marker = "BadImageError: "
-        last = text.strip().splitlines()[-1]
-        return last.split(marker, 1)[1] if marker in last else last
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     from patchdino.cli.outputs import check_output_folder
     from patchdino.config import ConfigError, load_config
+    from patchdino.data.datasets import BadImageError
     from patchdino.losses import kernel
     from patchdino.models import backbone
     from patchdino.train.signals import stop_exit_code
@@ -195,11 +177,8 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 130
-    except (ValueError, RuntimeError) as err:
-        message = bad_image_message(err)
-        if message is None:
-            raise
-        raise UsageError(message) from err
+    except BadImageError as err:  # the data loader raises it in the main process too
+        raise UsageError(str(err)) from err
     finally:
         shutdown()
     if trainer.ctx.is_main:

@@ -137,6 +137,8 @@ class BatchStream:
 
         Raises:
             WorkerDiedError: a loader worker died while a batch was awaited.
+            BadImageError: a file that a ``"fail"`` data set could not read, also when a
+                loader worker met it (the worker's own exception crosses as text only).
         """
         batches = batch_indices(
             self.num_samples, self.batch_size, self.seed, epoch, self.rank, self.world_size
@@ -162,7 +164,14 @@ class BatchStream:
             # path) at every epoch start and at the step a resumed run starts from.
             generator=epoch_generator(self.seed, epoch),
         )
-        yield from iterate(loader, self.main_signals)
+        try:
+            yield from iterate(loader, self.main_signals)
+        except Exception as err:
+            log = getattr(self.dataset, "bad_images", None)
+            failure = log.failure() if log is not None else None
+            if failure is None:
+                raise
+            raise failure from err
 
 
 def _sizes_for(images: Tensor, index: Tensor) -> Tensor:

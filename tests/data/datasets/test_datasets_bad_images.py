@@ -108,3 +108,29 @@ def test_count_visible_from_loader_workers(tmp_path: Path) -> None:
         images, _, labels = next(iter(loader))
         assert images.shape == (3, 3, 16, 16) and labels.tolist() == [-1, -1, -1]
     assert ds.bad_images.count == 1 and ds.bad_images.paths == [bad_path]
+
+
+def test_a_failure_in_a_loader_worker_reaches_the_main_process_as_the_error(
+    tmp_path: Path,
+) -> None:
+    """A worker's BadImageError crosses to the main process only as text; the shared log
+    gives back the same error, path and reason, to whoever holds the data set."""
+    import torch.multiprocessing as mp
+
+    bad_path = _folder(tmp_path, "b_zero.jpg")
+    ds = FlatFolderDataset(tmp_path, canvas=16, on_bad_image="fail")
+    with pytest.raises(BadImageError) as direct:
+        ds[1]
+    fresh = FlatFolderDataset(tmp_path, canvas=16, on_bad_image="fail")
+    assert fresh.bad_images.failure() is None
+    worker = mp.get_context("fork").Process(target=_read_item, args=(fresh, 1))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 1
+    again = fresh.bad_images.failure()
+    assert isinstance(again, BadImageError) and str(again) == str(direct.value)
+    assert again.path == bad_path and again.reason == direct.value.reason
+
+
+def _read_item(dataset: FlatFolderDataset, index: int) -> None:
+    dataset[index]  # raises BadImageError in the child: exit code 1

@@ -15,6 +15,8 @@ logger = logging.getLogger("patchdino.data")
 
 BAD_IMAGE_POLICIES: tuple[str, ...] = literal_values(BadImagePolicy) or ()
 """``data.on_bad_image`` values."""
+REASON_BYTES = 1024
+"""Room for the reason of the failure a loader worker records (UTF-8, cut to fit)."""
 
 
 class BadImageError(ValueError):
@@ -53,6 +55,9 @@ class BadImageLog:
         self._paths = list(paths)
         self.flags = torch.zeros(len(self._paths), dtype=torch.uint8).share_memory_()  # (N,)
         self._logged: set[int] = set()
+        # The file that stopped a "fail" data set, and why: (index,), (REASON_BYTES,) UTF-8.
+        self._failed = torch.full((1,), -1, dtype=torch.long).share_memory_()
+        self._reason = torch.zeros(REASON_BYTES, dtype=torch.uint8).share_memory_()
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -72,6 +77,25 @@ class BadImageLog:
                 self._paths[index],
                 reason,
             )
+
+    def record_failure(self, index: int, reason: str) -> None:
+        """Record that item ``index`` stopped the data set (``on_bad_image="fail"``), for
+        :meth:`failure` in any process; the first failure recorded is kept."""
+        if int(self._failed[0]) >= 0:
+            return
+        data = reason.encode()[:REASON_BYTES]
+        self._reason.zero_()
+        self._reason[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        self._failed[0] = index
+
+    def failure(self) -> BadImageError | None:
+        """The :class:`BadImageError` of the failure recorded by any process (a loader worker,
+        whose own exception reaches the main process only as text), or None."""
+        index = int(self._failed[0])
+        if index < 0:
+            return None
+        reason = bytes(self._reason.tolist()).rstrip(b"\0").decode(errors="replace")
+        return BadImageError(self._paths[index], reason)
 
     @property
     def count(self) -> int:

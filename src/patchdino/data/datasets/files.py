@@ -128,6 +128,7 @@ class ImageFileDataset(CanvasDataset):
                 image = decode_image(self.paths[i], self.channels, self.canvas)
             except BadImageError as error:
                 if self.on_bad_image == "fail":
+                    self.bad_images.record_failure(i, error.reason)  # seen past a worker
                     raise
                 self.bad_images.mark(i, error.reason)
                 continue
