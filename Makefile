@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint fashion-mnist demo bench gpu-data gpu-evidence gpu-evidence-dry clean
+.PHONY: install test test-all lint fashion-mnist demo bench gpu-data gpu-evidence gpu-evidence-quick gpu-evidence-dry clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,14 @@ gpu-data:
 # On a GPU machine, from the source tree (no install needed): correctness, throughput, quality.
 gpu-evidence:
 	PYTHONPATH=src $(PYTHON) benchmarks/gpu_evidence.py --output runs/gpu_evidence
+
+# For a session lent less time: the out_dim 65,536 table first (the rows that decide the
+# defaults: loss.kernel torch/triton/chunked, fused AdamW, the pipeline), then the CUDA tests,
+# within 150 + 60 s of stage budgets (3.5 minutes, plus the machine's start).
+gpu-evidence-quick:
+	PYTHONPATH=src $(PYTHON) benchmarks/gpu_evidence.py --output runs/gpu_evidence_quick \
+		--stages throughput,correctness --tables k65536 \
+		--budget throughput=150 --budget correctness=60
 
 # The same kit on the CPU with tiny sizes (CI runs it through tests/benchmarks).
 gpu-evidence-dry: $(STAMP)
