@@ -64,6 +64,13 @@ def pair_limit_problem(name: str, value: int) -> str | None:
     return f"{name} must be >= 0 (0 keeps all), got {value}"
 
 
+def registers_problem(name: str, value: int | None) -> str | None:
+    """A count of register tokens is ``>= 0``, or None for the arch's own."""
+    if value is None or value >= 0:
+        return None
+    return f"{name} must be >= 0 or null, got {value}"
+
+
 def positive_problems(values: dict[str, float]) -> list[str]:
     """``name must be > 0, got v`` for every value of ``{name: v}`` that is not positive."""
     return [f"{name} must be > 0, got {v}" for name, v in values.items() if v <= 0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from patchdino.config.checks import fraction_problem, positive_problems
+from patchdino.config.checks import fraction_problem, positive_problems, registers_problem
 from patchdino.config.section import Section
 
 PatchHead = Literal["shared", "separate"]
@@ -48,6 +48,7 @@ class ModelConfig(Section):
         drop_path = fraction_problem(f"{prefix}drop_path", self.drop_path, closed=False)
         if drop_path:
             problems.append(drop_path)
-        if self.registers is not None and self.registers < 0:
-            problems.append(f"{prefix}registers must be >= 0 or null, got {self.registers}")
+        registers = registers_problem(f"{prefix}registers", self.registers)
+        if registers:
+            problems.append(registers)
         return problems

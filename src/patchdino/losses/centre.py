@@ -238,7 +238,7 @@ class Centring:
         """Sum the ``(M, d)`` teacher features of all the tokens per centre row (the
         statistics); the EMA centre itself is known before the batch (unlike
         :class:`~patchdino.losses.sinkhorn.SinkhornCentring`)."""
-        self.observe_features(features, weight, 0, features.shape[0])
+        self.observe_features(features, 0, features.shape[0])
 
     @torch.no_grad()
     def __call__(self, logits: Tensor, start: int, end: int) -> Tensor:
@@ -261,13 +261,12 @@ class Centring:
         return self.centre.centre, rows
 
     @torch.no_grad()
-    def observe_features(self, features: Tensor, weight: Tensor, start: int, end: int) -> None:
-        """Add the bottleneck features of tokens ``start:end`` to :attr:`features`.
+    def observe_features(self, features: Tensor, start: int, end: int) -> None:
+        """Add the bottleneck features of tokens ``start:end`` to :attr:`features` (their
+        logits are ``features @ W_t.T``; the :class:`CentreUpdate` maps the sums through it).
 
         Args:
             features: ``(end - start, d)`` bottleneck features of those tokens.
-            weight: ``(K, d)`` last-layer weight of the head that made them (their logits
-                are ``features @ weight.T``; the update maps the sums through it).
         """
         dtype = self.centre.centre.dtype
         features = features.to(dtype)

@@ -534,12 +534,11 @@ def _all_patches(
         kinds.append(torch.full_like(grid, 0 if v < num_global else 1))
     centring = centre.centring(torch.cat(positions), torch.cat(kinds), True)
     with torch.no_grad():
-        weight = head.last_layer_weight()  # (K, d)
         start = 0
         for tokens in teachers:
             patches = tokens[:, 1:].reshape(-1, tokens.shape[-1])  # (B * N_v, D)
             end = start + patches.shape[0]
-            centring.observe_features(head.forward_bottleneck(patches), weight, start, end)
+            centring.observe_features(head.forward_bottleneck(patches), start, end)
             start = end
     return centring
 

@@ -218,12 +218,6 @@ def tile_space(dim: int) -> tuple[Tile, ...]:
     return (Tile(64, 64, 4), Tile(32, 64, 4, 2), Tile(32, 32, 4, 2))
 
 
-def launch_blocks(dim: int) -> tuple[int, int, int, int]:
-    """``(block_m, block_k, block_d, num_warps)`` of the default tile for rows ``dim`` wide."""
-    tile = tile_space(dim)[0]
-    return tile.block_m, tile.block_k, block_width(dim), tile.warps
-
-
 TileKey = tuple[str, tuple[int, int], str, int, int, bool]
 """``(kernel, device capability, dtype, d, K rounded up to a power of two, bias)``."""
 
@@ -427,15 +421,16 @@ def kernel_signature(kernel: Any, dtype: str) -> dict[str, str]:
     for compiling ahead of time (:mod:`patchdino.bench.triton_aot`)."""
     fixed = {"bias_ptr": "*fp32", "lse_ptr": "*fp32", "out_ptr": "*fp32", "bias_rows_ptr": "*i64"}
     signature = {}
-    for name in kernel.arg_names:
-        if name in fixed:
+    for param in kernel.params:
+        name = param.name
+        if param.is_constexpr:
+            signature[name] = "constexpr"
+        elif name in fixed:
             signature[name] = fixed[name]
         elif name.endswith("_ptr"):
             signature[name] = f"*{dtype}"
         elif name == "scale":
             signature[name] = "fp32"
-        elif name in ("has_bias", "block_m", "block_k", "block_d"):
-            signature[name] = "constexpr"
         else:
             signature[name] = "i32"
     return signature

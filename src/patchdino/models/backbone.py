@@ -23,6 +23,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from patchdino.config import Config
+from patchdino.config.checks import registers_problem
 
 CUSTOM_ARCHS: dict[str, dict[str, int]] = {
     "vit_pico": {"embed_dim": 32, "depth": 2, "num_heads": 2},
@@ -241,10 +242,11 @@ def register_kwargs(registers: int | None) -> dict[str, Any]:
     """timm ``VisionTransformer`` arguments for ``registers`` register tokens: ``reg_tokens``
     and, as in DINOv2's register models, no position embedding for the prefix tokens
     (``no_embed_class``); none for None (the arch's own)."""
+    problem = registers_problem("registers", registers)
+    if problem is not None:
+        raise ValueError(problem)
     if registers is None:
         return {}
-    if registers < 0:
-        raise ValueError(f"registers must be >= 0, got {registers}")
     return {"reg_tokens": registers, **({"no_embed_class": True} if registers else {})}
 
 

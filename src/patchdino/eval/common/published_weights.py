@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from patchdino.checkpoint import file_sha256
 from patchdino.config import Config
 from patchdino.error_text import first_line
 from patchdino.eval.common.stored_weights import BackboneLoadError, StoredWeights
@@ -154,7 +155,7 @@ def read_dino_checkpoint(path: Path, state: Mapping[str, Any], key: str) -> Stor
             "names no timm ViT; name its architecture: timm:NAME@FILE"
         )
     backbone, heads = dino_network(state, key, path)
-    return _converted(str(path), path, _file_sha(path), name, name, {}, backbone, heads)
+    return _converted(str(path), path, file_sha256(path), name, name, {}, backbone, heads)
 
 
 def is_dino_checkpoint(state: Mapping[str, Any]) -> bool:
@@ -230,17 +231,11 @@ def _unwrapped(name: str) -> str:
     return name[len("module.") :] if name.startswith("module.") else name
 
 
-def _file_sha(path: Path) -> str:
-    from patchdino.checkpoint import file_sha256
-
-    return file_sha256(path)
-
-
 def _read_state(path: Path, key: str) -> tuple[dict[str, Any], str, dict[str, Tensor]]:
     """Tensors of ``path`` for timm's filter, its SHA-256, and for a DINO full checkpoint its
     ``key`` network's head (else nothing)."""
     state = read_state_file(path)
-    sha = _file_sha(path)
+    sha = file_sha256(path)
     if is_dino_checkpoint(state):
         backbone, heads = dino_network(state, key, path)
         return backbone, sha, heads
